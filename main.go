@@ -1,0 +1,288 @@
+// Command wxa-sidecar runs beside a backend and makes the WeChat
+// mini-program API safe and cheap to call: a managed access_token, cached
+// code images, rate limits and metrics. See README.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/wxa-sidecar/wxa-sidecar/cache"
+	"github.com/wxa-sidecar/wxa-sidecar/config"
+	"github.com/wxa-sidecar/wxa-sidecar/metrics"
+	"github.com/wxa-sidecar/wxa-sidecar/proxy"
+	"github.com/wxa-sidecar/wxa-sidecar/token"
+	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
+)
+
+// version is stamped at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], config.Environ(), os.Stdout, os.Stderr))
+}
+
+// run is the whole program; it returns the exit status. The sidecar stops
+// when ctx is done (SIGTERM).
+func run(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) int {
+	flags := flag.NewFlagSet("wxa-sidecar", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	demo := flags.Bool("demo", false, "run against a built-in fake WeChat on loopback, with demo credentials")
+	showVersion := flags.Bool("version", false, "print the version and exit")
+	if err := flags.Parse(args); err != nil {
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "wxa-sidecar", version)
+		return 0
+	}
+	if *demo {
+		fake := wechattest.NewServer(wechattest.Options{})
+		defer fake.Close()
+		for _, k := range []string{"WECHAT_APP_SECRET_FILE", "WECHAT_APPS_FILE"} {
+			delete(environ, k)
+		}
+		environ["WECHAT_APP_ID"] = wechattest.DemoAppID
+		environ["WECHAT_APP_SECRET"] = wechattest.DemoSecret
+		environ["WECHAT_API_URL"] = fake.URL
+	}
+	cfg, err := config.Load(environ)
+	if err != nil {
+		for line := range strings.SplitSeq(err.Error(), "\n") {
+			fmt.Fprintln(stderr, "wxa-sidecar: config:", line)
+		}
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel()}))
+	if environ["GOMEMLIMIT"] == "" {
+		// Without a limit the heap may grow to twice the cache before a GC.
+		debug.SetMemoryLimit(cache.MemoryLimit(cfg.CacheMaxBytes))
+	}
+
+	s, err := newSidecar(cfg, log)
+	if err != nil {
+		log.Error("cannot start", "error", err)
+		return 1
+	}
+	defer s.close()
+	if err := s.listen(); err != nil {
+		log.Error("cannot listen", "error", err)
+		return 1
+	}
+	log.Info("wxa-sidecar started", "version", version, "api", s.apiLn.Addr().String(),
+		"admin", s.adminLn.Addr().String(), "apps", len(cfg.Apps), "token_mode", cfg.TokenMode, "demo", *demo)
+	serveErr := s.serve()
+	if *demo {
+		fmt.Fprintf(stdout, "curl -sS -o qrcode.jpg -X POST 'http://%s/wxa/getwxacodeunlimit' -d '{\"scene\":\"hello\"}'\n",
+			loopbackAddr(s.apiLn.Addr()))
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		log.Error("server failed", "error", err)
+		return 1
+	}
+	log.Info("shutting down", "delay", cfg.ShutdownDelay, "timeout", cfg.ShutdownTimeout)
+	s.ready.Store(false)
+	time.Sleep(cfg.ShutdownDelay)
+	if err := s.shutdown(cfg.ShutdownTimeout); err != nil {
+		log.Warn("in-flight requests did not finish in time", "error", err)
+	}
+	log.Info("stopped")
+	return 0
+}
+
+// sidecar holds what main wires together.
+type sidecar struct {
+	cfg     config.Config
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	tokens  []*token.Manager
+	cache   *cache.Memory
+	proxy   *proxy.Proxy
+
+	api, admin, qrcode       *http.Server
+	apiLn, adminLn, qrcodeLn net.Listener
+	ready                    atomic.Bool
+
+	stopTokens context.CancelFunc
+	tokensDone sync.WaitGroup
+}
+
+func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
+	s := &sidecar{cfg: cfg, log: log, metrics: metrics.New()}
+	transport := &http.Transport{
+		// HTTPS_PROXY/NO_PROXY: every pod can leave through one egress IP
+		// that WeChat whitelists (40164 otherwise).
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   128,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: cfg.UpstreamTimeout,
+	}
+	var apps []proxy.App
+	for _, a := range cfg.Apps {
+		m, err := token.New(token.Options{
+			AppID:         a.ID,
+			Secret:        a.Secret,
+			BaseURL:       cfg.APIURL,
+			Mode:          token.Mode(cfg.TokenMode),
+			RefreshMargin: cfg.TokenRefreshMargin,
+			Client:        &http.Client{Transport: transport, Timeout: cfg.UpstreamTimeout},
+			Logger:        log.With("app", a.ID),
+			OnFetch:       s.metrics.TokenFetched(a.ID),
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.tokens = append(s.tokens, m)
+		apps = append(apps, proxy.App{Secret: a.Secret, Tokens: m})
+	}
+	c, err := cache.NewMemory(cache.Options{MaxBytes: cfg.CacheMaxBytes, TTL: cfg.CacheTTL,
+		OnEvict: s.metrics.CacheEvictions.Inc, OnReject: s.metrics.CacheRejected.Inc})
+	if err != nil {
+		return nil, err
+	}
+	s.cache = c
+	p, err := proxy.New(proxy.Options{
+		Upstream:        cfg.APIURL,
+		Apps:            apps,
+		Transport:       transport,
+		UpstreamTimeout: cfg.UpstreamTimeout,
+		MaxBodyBytes:    cfg.MaxBodyBytes,
+		MaxUploadBytes:  cfg.MaxUploadBytes,
+		AllowedPaths:    cfg.AllowedPaths,
+		Logger:          log,
+		Metrics:         s.metrics,
+	})
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	s.proxy = p
+	s.api = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+// listen binds every port before anything is served, so a port in use
+// fails the start instead of half of it.
+func (s *sidecar) listen() error {
+	var err error
+	if s.apiLn, err = net.Listen("tcp", s.cfg.ListenAddr); err != nil {
+		return err
+	}
+	if s.adminLn, err = net.Listen("tcp", s.cfg.AdminAddr); err != nil {
+		return err
+	}
+	return nil
+}
+
+// serve starts the servers and the token managers; the channel reports a
+// server that stopped by itself.
+func (s *sidecar) serve() <-chan error {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopTokens = cancel
+	for _, m := range s.tokens {
+		s.tokensDone.Go(func() { m.Run(ctx) })
+	}
+	errs := make(chan error, 3)
+	serve := func(srv *http.Server, ln net.Listener) {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			errs <- err
+		}
+	}
+	go serve(s.api, s.apiLn)
+	go serve(s.admin, s.adminLn)
+	s.ready.Store(true)
+	return errs
+}
+
+// shutdown drains the API port within timeout, then stops the rest.
+func (s *sidecar) shutdown(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := s.api.Shutdown(ctx)
+	s.admin.Shutdown(ctx)
+	return err
+}
+
+func (s *sidecar) close() {
+	if s.stopTokens != nil {
+		s.stopTokens()
+		s.tokensDone.Wait()
+	}
+	for _, srv := range []*http.Server{s.api, s.admin} {
+		srv.Close()
+	}
+	s.cache.Close()
+}
+
+func (s *sidecar) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	// Readiness gates the whole pod, so it never depends on WeChat.
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(s.status())
+	})
+	return mux
+}
+
+// status is /status: what a person needs at 3 a.m., never a token.
+func (s *sidecar) status() any {
+	apps := make([]token.Status, 0, len(s.tokens))
+	for _, m := range s.tokens {
+		apps = append(apps, m.Status())
+	}
+	return struct {
+		Version string         `json:"version"`
+		Ready   bool           `json:"ready"`
+		Apps    []token.Status `json:"apps"`
+		Cache   cache.Stats    `json:"cache"`
+	}{version, s.ready.Load(), apps, s.cache.Stats()}
+}
+
+// loopbackAddr names a bound address a local curl can reach.
+func loopbackAddr(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || tcp.IP.IsUnspecified() {
+		_, port, _ := net.SplitHostPort(a.String())
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return a.String()
+}

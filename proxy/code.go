@@ -1,0 +1,288 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/wxa-sidecar/wxa-sidecar/cache"
+)
+
+// Cache-Status values (RFC 9211), exactly one per image response.
+const (
+	cacheStatusHit       = "wxa-sidecar; hit"
+	cacheStatusStored    = "wxa-sidecar; fwd=uri-miss; stored"
+	cacheStatusCollapsed = "wxa-sidecar; fwd=uri-miss; collapsed"
+	cacheStatusMiss      = "wxa-sidecar; fwd=uri-miss"
+	cacheStatusBypass    = "wxa-sidecar; fwd=bypass"
+)
+
+// maxImageBytes bounds an upstream image; WeChat's weigh a few hundred KB.
+const maxImageBytes = 16 << 20
+
+// serveCode answers a POST to one of the code-image endpoints: validated
+// locally, then from the cache, else by one upstream call shared by every
+// identical request in flight.
+func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
+	body, err := p.readBody(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if r.Header.Get("Wechatmp-Signature") != "" {
+		// A signed body is encrypted: it cannot be keyed by its parameters
+		// and must reach WeChat byte for byte.
+		w.Header().Set("Cache-Status", cacheStatusBypass)
+		c.body = body
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		p.reverseProxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+		return
+	}
+	canonical, err := canonicalCodeRequest(c.path, body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	res, err := p.code(r.Context(), c, codeKey(c.app.id, c.path, canonical), body, r.Header.Get("Content-Type"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	// POSTs ignore conditional headers: SDKs never send them, and RFC 9110
+	// would demand 412 rather than 304.
+	writeImage(w, res, false)
+}
+
+// codeKey is the cache key of a code: app, endpoint and canonical request.
+func codeKey(appID, endpoint string, canonical []byte) cache.Key {
+	h := sha256.New()
+	h.Write([]byte(appID))
+	h.Write([]byte{0})
+	h.Write([]byte(endpoint))
+	h.Write([]byte{0})
+	h.Write(canonical)
+	var k cache.Key
+	h.Sum(k[:0])
+	return k
+}
+
+// codeResult is one caller's answer: the image and how it was obtained.
+type codeResult struct {
+	entry       *cache.Entry
+	cacheStatus string
+	numUsed     string // only for the caller whose flight spent the quota
+}
+
+// flight is what one upstream load produced, shared by its callers.
+type flight struct {
+	leader  *int // identifies the caller whose request started the flight
+	entry   *cache.Entry
+	hit     bool // found in the cache on the flight's second look
+	stored  bool
+	numUsed string
+}
+
+// code returns the image for key, from the cache or from one flight shared
+// by all identical concurrent misses. body and contentType are this
+// caller's, sent upstream if this caller's request starts the flight.
+func (p *Proxy) code(ctx context.Context, c *call, key cache.Key, body []byte, contentType string) (codeResult, error) {
+	if e, ok := p.cache.Get(key); ok {
+		p.metrics.CacheRequests.WithLabelValues("hit").Inc()
+		return codeResult{entry: e, cacheStatus: cacheStatusHit}, nil
+	}
+	me := new(int)
+	// The flight runs detached from this caller: one caller hanging up
+	// must not fail the others sharing it.
+	flightCtx := context.WithoutCancel(ctx)
+	ch := p.flights.DoChan(string(key[:]), func() (v any, err error) {
+		defer func() {
+			// DoChan re-panics in a goroutine of its own, which would
+			// kill the process.
+			if r := recover(); r != nil {
+				err = fmt.Errorf("proxy: panic while loading a code: %v", r)
+			}
+		}()
+		return p.loadCode(flightCtx, c, key, body, contentType, me)
+	})
+	select {
+	case <-ctx.Done():
+		return codeResult{}, ctx.Err()
+	case res := <-ch:
+		if res.Err != nil {
+			return codeResult{}, res.Err
+		}
+		f := res.Val.(*flight)
+		switch {
+		case f.hit:
+			p.metrics.CacheRequests.WithLabelValues("hit").Inc()
+			return codeResult{entry: f.entry, cacheStatus: cacheStatusHit}, nil
+		case f.leader != me:
+			p.metrics.CacheRequests.WithLabelValues("collapsed").Inc()
+			return codeResult{entry: f.entry, cacheStatus: cacheStatusCollapsed}, nil
+		}
+		p.metrics.CacheRequests.WithLabelValues("miss").Inc()
+		status := cacheStatusMiss
+		if f.stored {
+			status = cacheStatusStored
+		}
+		return codeResult{entry: f.entry, cacheStatus: status, numUsed: f.numUsed}, nil
+	}
+}
+
+// loadCode is the body of a flight: a second look in the cache, then the
+// upstream call, retried once after a short backoff if it failed in a way
+// that may pass.
+func (p *Proxy) loadCode(ctx context.Context, c *call, key cache.Key, body []byte, contentType string, leader *int) (*flight, error) {
+	// A flight that finished between our cache miss and this flight's start
+	// has stored the image already (groupcache's load() has the same look).
+	if e, ok := p.cache.Get(key); ok {
+		return &flight{leader: leader, entry: e, hit: true}, nil
+	}
+	for attempt := 0; ; attempt++ {
+		f, err := p.fetchCode(ctx, c, body, contentType)
+		if err == nil {
+			f.leader = leader
+			f.stored = p.cache.Set(key, f.entry)
+			if f.stored {
+				p.metrics.CacheStored.Inc()
+			}
+			return f, nil
+		}
+		if attempt > 0 || !isTransient(err) {
+			return nil, err
+		}
+		p.metrics.UpstreamRetries.WithLabelValues(c.endpoint).Inc()
+		backoff := p.retryBackoff/2 + rand.N(p.retryBackoff/2+1)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// fetchCode makes the upstream call for a code and accepts only a whole,
+// valid image.
+func (p *Proxy) fetchCode(ctx context.Context, c *call, body []byte, contentType string) (*flight, error) {
+	u := *p.upstream
+	u.Path += c.path
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if contentType == "" {
+		contentType = "application/json"
+	}
+	req.Header.Set("Content-Type", contentType)
+	cc := *c
+	cc.body = body
+	resp, err := p.send(ctx, req, &cc)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	// roundTrip counted every outcome but an image's: ok or broken.
+	outcome := func(o string) { p.metrics.UpstreamRequests.WithLabelValues(c.endpoint, o).Inc() }
+	if resp.StatusCode != http.StatusOK {
+		return nil, &upstreamStatusError{status: resp.StatusCode}
+	}
+	img, err := io.ReadAll(io.LimitReader(resp.Body, maxImageBytes+1))
+	if err != nil || (resp.ContentLength >= 0 && int64(len(img)) != resp.ContentLength) {
+		outcome("broken_image")
+		return nil, errBrokenImage
+	}
+	if bytes.HasPrefix(bytes.TrimSpace(img), []byte("{")) {
+		// An errcode answer, whatever its Content-Type says.
+		return nil, &wechatAnswer{errcode: errcodeOf(img), body: img, contentType: resp.Header.Get("Content-Type")}
+	}
+	if !isWholeImage(img) {
+		outcome("broken_image")
+		return nil, errBrokenImage
+	}
+	outcome("ok")
+	return &flight{
+		entry:   cache.NewEntry(img, resp.Header.Get("Content-Type"), resp.Header.Get("Content-Disposition")),
+		numUsed: resp.Header.Get("Num-Used"),
+	}, nil
+}
+
+var errBrokenImage = &wechatError{Status: http.StatusBadGateway, Errcode: errcodeSystem,
+	Errmsg: "system error: WeChat sent a broken image (wxa-sidecar)"}
+
+// upstreamStatusError is a non-200 answer from WeChat.
+type upstreamStatusError struct{ status int }
+
+func (e *upstreamStatusError) Error() string {
+	return "proxy: upstream answered HTTP " + strconv.Itoa(e.status)
+}
+
+// wechatAnswer is an errcode answer from WeChat, passed on as WeChat sent it.
+type wechatAnswer struct {
+	errcode     int
+	body        []byte
+	contentType string
+}
+
+func (e *wechatAnswer) Error() string { return "proxy: WeChat errcode " + strconv.Itoa(e.errcode) }
+
+// isTransient reports failures worth one retry: WeChat busy (-1), HTTP 5xx,
+// a connection error or a broken image.
+func isTransient(err error) bool {
+	var ans *wechatAnswer
+	if errors.As(err, &ans) {
+		return ans.errcode == errcodeSystem
+	}
+	var se *upstreamStatusError
+	if errors.As(err, &se) {
+		return se.status >= 500
+	}
+	var we *wechatError
+	if errors.As(err, &we) {
+		return we == errBrokenImage
+	}
+	return !errors.Is(err, context.Canceled)
+}
+
+var (
+	jpegStart = []byte{0xFF, 0xD8, 0xFF}
+	jpegEnd   = []byte{0xFF, 0xD9}
+	pngStart  = []byte{0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A}
+	// pngEnd is the IEND chunk: zero length, type, CRC.
+	pngEnd = []byte{0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82}
+)
+
+// isWholeImage reports whether b starts and ends as a JPEG or a PNG, judged
+// by the bytes, never by the label (WeChat labels PNGs image/jpeg).
+func isWholeImage(b []byte) bool {
+	return (bytes.HasPrefix(b, jpegStart) && bytes.HasSuffix(b, jpegEnd) && len(b) > len(jpegStart)+len(jpegEnd)) ||
+		(bytes.HasPrefix(b, pngStart) && bytes.HasSuffix(b, pngEnd) && len(b) > len(pngStart)+len(pngEnd))
+}
+
+// writeImage sends a cached or fetched image with WeChat's headers.
+func writeImage(w http.ResponseWriter, res codeResult, headOnly bool) {
+	h := w.Header()
+	e := res.entry
+	if e.ContentType != "" {
+		h.Set("Content-Type", e.ContentType)
+	}
+	if e.ContentDisposition != "" {
+		h.Set("Content-Disposition", e.ContentDisposition)
+	}
+	if res.numUsed != "" {
+		h.Set("Num-Used", res.numUsed)
+	}
+	h.Set("Etag", e.ETag)
+	h.Set("Cache-Status", res.cacheStatus)
+	h.Set("Content-Length", strconv.Itoa(len(e.Body)))
+	w.WriteHeader(http.StatusOK)
+	if !headOnly {
+		w.Write(e.Body)
+	}
+}

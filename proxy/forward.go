@@ -1,0 +1,281 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+
+	"github.com/wxa-sidecar/wxa-sidecar/metrics"
+	"github.com/wxa-sidecar/wxa-sidecar/token"
+)
+
+// call is one backend request on its way upstream.
+type call struct {
+	app      *app   // nil for /sns/*: no token
+	path     string // the WeChat path, without any /apps/{appid} prefix
+	endpoint string // path if known, else "other": the bounded label and limiter key
+	// body is the buffered request body, replayed on a token error; nil
+	// when the body streams through (multipart uploads).
+	body []byte
+}
+
+type callKey struct{}
+
+// forward sends r upstream through the reverse proxy, buffering the body
+// so a token error can be replayed, except for multipart uploads, which
+// stream through unbuffered and are never replayed.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
+	if isMultipart(r.Header.Get("Content-Type")) {
+		if r.ContentLength > p.maxUpload {
+			writeError(w, errUploadTooLarge)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, p.maxUpload)
+	} else {
+		body, err := p.readBody(w, r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		c.body = body
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+	}
+	p.reverseProxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+}
+
+// readBody buffers the request body up to MaxBodyBytes.
+func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.ContentLength > p.maxBody {
+		return nil, errBodyTooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, errBodyTooLarge
+		}
+		return nil, &wechatError{Status: http.StatusBadRequest, Errcode: errcodeDataFormat,
+			Errmsg: "data format error: cannot read request body"}
+	}
+	return body, nil
+}
+
+func isMultipart(contentType string) bool {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	return strings.HasPrefix(mt, "multipart/")
+}
+
+// rewrite points the outbound request at the upstream, whatever host or
+// absolute URL the caller named. The token is injected by the transport,
+// because a replay needs a fresh one.
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	c := pr.In.Context().Value(callKey{}).(*call)
+	pr.Out.URL.Path = c.path
+	pr.Out.URL.RawPath = ""
+	pr.SetURL(p.upstream)
+}
+
+func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	we := writeError(w, err)
+	if we.Status != http.StatusOK {
+		p.log.Warn("upstream call failed", "path", r.URL.Path, "status", we.Status,
+			"error", token.RedactError(err).Error())
+	}
+}
+
+// upstreamTransport injects the managed token into every call that needs
+// one and replays a buffered call once when WeChat says the token is dead.
+type upstreamTransport struct{ p *Proxy }
+
+func (t upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c, _ := req.Context().Value(callKey{}).(*call)
+	if c == nil {
+		return nil, errors.New("proxy: request without call")
+	}
+	return t.p.send(req.Context(), req, c)
+}
+
+// send makes c's upstream call with req as the template, replaying it once
+// with a fresh token on 40001/40014/42001. The response body, when there is
+// one, cancels the call's timeout when closed.
+func (p *Proxy) send(ctx context.Context, req *http.Request, c *call) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	resp, err := p.sendWithToken(ctx, req, c)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+func (p *Proxy) sendWithToken(ctx context.Context, req *http.Request, c *call) (*http.Response, error) {
+	if c.app == nil {
+		resp, _, err := p.roundTrip(ctx, req, c, "")
+		return resp, err
+	}
+	tok, err := c.app.tokens.Token(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp, errcode, err := p.roundTrip(ctx, req, c, tok.Value)
+	if err != nil || c.body == nil || !isTokenErrcode(errcode) {
+		return resp, err
+	}
+	fresh, ferr := c.app.tokens.Invalidate(ctx, tok.Value)
+	if ferr != nil || fresh.Value == tok.Value {
+		// No better token to try: the caller sees WeChat's own answer.
+		p.log.Warn("token refresh after a token error failed", "app", c.app.id,
+			"errcode", errcode, "error", token.RedactError(ferr))
+		return resp, nil
+	}
+	resp.Body.Close()
+	p.metrics.TokenReplays.WithLabelValues(c.app.id).Inc()
+	resp, _, err = p.roundTrip(ctx, req, c, fresh.Value)
+	return resp, err
+}
+
+// roundTrip makes exactly one upstream request — req's method and headers,
+// c's buffered body (or req's streamed one), tok in the query — once the
+// limiter grants a slot. It returns the errcode of a small JSON answer (0
+// if none) and records the call's metrics; an image's outcome is left to
+// the image path, which alone can tell a whole image from a broken one.
+func (p *Proxy) roundTrip(ctx context.Context, req *http.Request, c *call, tok string) (*http.Response, int, error) {
+	var appID string
+	if c.app != nil {
+		appID = c.app.id
+	}
+	if err := p.limits.admit(ctx, appID, c.endpoint); err != nil {
+		return nil, 0, err
+	}
+	out := req.Clone(ctx)
+	if c.body != nil {
+		out.Body = io.NopCloser(bytes.NewReader(c.body))
+		out.ContentLength = int64(len(c.body))
+		if len(c.body) == 0 {
+			out.Body = http.NoBody
+		}
+	}
+	if c.app != nil {
+		out.URL.RawQuery = withToken(req.URL.RawQuery, tok)
+	}
+	start := p.now()
+	resp, err := p.transport.RoundTrip(out)
+	p.metrics.UpstreamDuration.WithLabelValues(c.endpoint).Observe(p.now().Sub(start).Seconds())
+	outcome := func(o string) { p.metrics.UpstreamRequests.WithLabelValues(c.endpoint, o).Inc() }
+	if err != nil {
+		if isTimeout(err) {
+			outcome("timeout")
+		} else {
+			outcome("http_error")
+		}
+		return nil, 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		outcome("http_error")
+		return resp, 0, nil
+	}
+	errcode := peekErrcode(resp)
+	if errcode != 0 {
+		outcome("errcode")
+		p.metrics.UpstreamErrcodes.WithLabelValues(c.endpoint, metrics.ErrcodeLabel(errcode)).Inc()
+		p.limits.observe(appID, c.endpoint, errcode)
+	} else if !isCodeEndpoint(c.path) {
+		outcome("ok")
+	}
+	return resp, errcode, nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// withToken returns rawQuery with every access_token replaced by tok,
+// leaving the rest byte for byte (signed requests depend on it).
+func withToken(rawQuery, tok string) string {
+	var b strings.Builder
+	b.Grow(len(rawQuery) + len("access_token=") + len(tok) + 1)
+	for part := range strings.SplitSeq(rawQuery, "&") {
+		if part == "" || part == "access_token" || strings.HasPrefix(part, "access_token=") {
+			continue
+		}
+		b.WriteString(part)
+		b.WriteByte('&')
+	}
+	b.WriteString("access_token=")
+	b.WriteString(tok)
+	return b.String()
+}
+
+// maxErrcodePeek bounds how much of a response is read to look for a token
+// error: WeChat's errcode answers are far smaller, and a larger body is
+// never one.
+const maxErrcodePeek = 4 << 10
+
+// peekErrcode returns the errcode of a small JSON answer (0 when there is
+// none) and leaves resp.Body readable from the start.
+func peekErrcode(resp *http.Response) int {
+	if resp.ContentLength > maxErrcodePeek {
+		return 0
+	}
+	head, err := io.ReadAll(io.LimitReader(resp.Body, maxErrcodePeek+1))
+	resp.Body = readCloser{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+	if err != nil || len(head) > maxErrcodePeek {
+		return 0
+	}
+	return errcodeOf(head)
+}
+
+// errcodeOf returns the errcode of a WeChat JSON answer, 0 if there is none.
+func errcodeOf(body []byte) int {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 || body[0] != '{' {
+		return 0
+	}
+	var e struct {
+		Errcode int `json:"errcode"`
+	}
+	if json.Unmarshal(body, &e) != nil {
+		return 0
+	}
+	return e.Errcode
+}
+
+// errmsgOf returns the errmsg of a WeChat JSON answer.
+func errmsgOf(body []byte) string {
+	var e struct {
+		Errmsg string `json:"errmsg"`
+	}
+	json.Unmarshal(body, &e)
+	return e.Errmsg
+}
+
+// isTokenErrcode reports the codes that mean "fresh token, replay once".
+func isTokenErrcode(code int) bool {
+	return code == 40001 || code == 40014 || code == 42001
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}

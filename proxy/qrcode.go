@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// serveQRCode answers GET /qrcode?scene=...&page=...: the same image and
+// cache entry as POST /wxa/getwxacodeunlimit, with plain HTTP statuses a
+// front end or an <img src> can use directly.
+func (p *Proxy) serveQRCode(w http.ResponseWriter, r *http.Request, a *app) {
+	q := r.URL.Query()
+	if a == nil {
+		if id := q.Get("app"); id != "" {
+			a = p.apps[id]
+		} else {
+			a = p.only
+		}
+		if a == nil {
+			writeErrcode(w, http.StatusBadRequest, errcodeInvalidAppID,
+				"invalid appid: name a managed app with ?app= or /apps/{appid}/qrcode")
+			return
+		}
+	}
+	body, err := qrcodeQueryBody(q)
+	if err != nil {
+		p.qrcodeError(w, err)
+		return
+	}
+	canonical, err := canonicalCodeRequest(pathUnlimited, body)
+	if err != nil {
+		p.qrcodeError(w, err)
+		return
+	}
+	c := &call{app: a, path: pathUnlimited, endpoint: pathUnlimited}
+	res, err := p.code(r.Context(), c, codeKey(a.id, pathUnlimited, canonical), body, "application/json")
+	if err != nil {
+		p.qrcodeError(w, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Cache-Control", p.cacheControl)
+	if etagMatches(r.Header.Get("If-None-Match"), res.entry.ETag) {
+		h.Set("Etag", res.entry.ETag)
+		h.Set("Cache-Status", res.cacheStatus)
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	writeImage(w, res, r.Method == http.MethodHead)
+}
+
+// qrcodeError maps an error to GET /qrcode's plain statuses, with WeChat's
+// errcode JSON as the body.
+func (p *Proxy) qrcodeError(w http.ResponseWriter, err error) {
+	var qe *quotaError
+	if errors.As(err, &qe) {
+		w.Header().Set("Retry-After", qe.retryAfterSeconds())
+		writeErrcode(w, http.StatusTooManyRequests, qe.errcode, qe.msg)
+		return
+	}
+	errcode, errmsg := 0, ""
+	var re *requestError
+	var ans *wechatAnswer
+	switch {
+	case errors.As(err, &re):
+		errcode, errmsg = re.Errcode, re.Errmsg
+	case errors.As(err, &ans):
+		errcode, errmsg = ans.errcode, errmsgOf(ans.body)
+	default:
+		we := asWeChatError(err)
+		errcode, errmsg = we.Errcode, we.Errmsg
+	}
+	status := http.StatusBadGateway
+	switch errcode {
+	case 40129, 40169, 41030, 40097, errcodeDataFormat, 85096, errcodeInvalidAppID:
+		status = http.StatusBadRequest
+	case errcodeMinuteQuota, errcodeDailyQuota, errcodeLifetimeQuota:
+		status = http.StatusTooManyRequests
+		w.Header().Set("Retry-After", "60")
+	}
+	writeErrcode(w, status, errcode, errmsg)
+}
+
+// etagMatches implements If-None-Match's weak comparison (RFC 9110 13.1.2).
+func etagMatches(header, etag string) bool {
+	if header == "" {
+		return false
+	}
+	for candidate := range strings.SplitSeq(header, ",") {
+		candidate = strings.TrimSpace(candidate)
+		if candidate == "*" || strings.TrimPrefix(candidate, "W/") == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// QRCodeHandler serves only GET /qrcode and /apps/{appid}/qrcode: safe
+// behind a Service or Ingress, unlike the token-injecting API port.
+func (p *Proxy) QRCodeHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a, apiPath, err := p.appFromPrefix(r.URL.Path)
+		if err != nil || apiPath != "/qrcode" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+			writeErrcode(w, http.StatusNotFound, 40066, "invalid url: this port serves only GET /qrcode")
+			return
+		}
+		start := p.now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		p.serveQRCode(rec, r, a)
+		p.metrics.Requests.WithLabelValues(routeQRCode, statusLabel(rec.status)).Inc()
+		p.metrics.RequestDuration.WithLabelValues(routeQRCode).Observe(p.now().Sub(start).Seconds())
+	})
+}
+
+func maxAge(seconds int64) string { return "public, max-age=" + strconv.FormatInt(seconds, 10) }
