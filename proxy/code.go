@@ -243,11 +243,8 @@ func isTransient(err error) bool {
 	if errors.As(err, &se) {
 		return se.status >= 500
 	}
-	var we *wechatError
-	if errors.As(err, &we) {
-		return we == errBrokenImage
-	}
-	return !errors.Is(err, context.Canceled)
+	var te *transportError
+	return errors.Is(err, errBrokenImage) || errors.As(err, &te) && !errors.Is(err, context.Canceled)
 }
 
 var (

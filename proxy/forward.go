@@ -177,7 +177,7 @@ func (p *Proxy) roundTrip(ctx context.Context, req *http.Request, c *call, tok s
 		} else {
 			outcome("http_error")
 		}
-		return nil, 0, err
+		return nil, 0, &transportError{err}
 	}
 	if resp.StatusCode != http.StatusOK {
 		outcome("http_error")
@@ -193,6 +193,12 @@ func (p *Proxy) roundTrip(ctx context.Context, req *http.Request, c *call, tok s
 	}
 	return resp, errcode, nil
 }
+
+// transportError is a failed exchange with WeChat: no answer at all.
+type transportError struct{ err error }
+
+func (e *transportError) Error() string { return "proxy: upstream: " + e.err.Error() }
+func (e *transportError) Unwrap() error { return e.err }
 
 func isTimeout(err error) bool {
 	var ne net.Error

@@ -212,3 +212,10 @@ func containsAny(s string, subs ...string) string {
 	}
 	return ""
 }
+
+func newServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}

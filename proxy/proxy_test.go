@@ -29,7 +29,7 @@ func TestRequestWithoutTokenGetsImage(t *testing.T) {
 	if got := resp.header.Get("Content-Disposition"); got != wechattest.ContentDisposition {
 		t.Errorf("Content-Disposition %q, want WeChat's %q", got, wechattest.ContentDisposition)
 	}
-	if text := decodeQR(t, resp.body); !strings.Contains(text, "a=1") {
+	if text := decodeQR(t, resp.body); !strings.Contains(text, "scene=a%3D1") {
 		t.Errorf("QR text %q does not carry the scene", text)
 	}
 	if got, want := h.upstreamToken(pathUnlimited), h.currentToken(demoApp); got != want {

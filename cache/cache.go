@@ -1,0 +1,222 @@
+// Package cache is the sidecar's store of generated code images: ristretto
+// behind a small interface, so a shared second tier can be added later
+// without touching the proxy.
+//
+// Entries are immutable once stored — the same *Entry is handed to every
+// reader and written to the network as is, never copied — and the cache
+// never stores anything its caller did not already check to be a whole,
+// valid image.
+package cache
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// Key identifies a code: the sha256 of app, endpoint and canonical request.
+type Key [32]byte
+
+// Entry is one image with the headers WeChat sent with it. Nobody mutates
+// an Entry, its Body or its headers after it is created.
+type Entry struct {
+	Body               []byte
+	ContentType        string
+	ContentDisposition string
+	// ETag is strong: it changes whenever a byte of Body does.
+	ETag string
+
+	key Key // set on the copy the cache stores, to reject a hash collision
+}
+
+// NewEntry returns an entry for body with a strong ETag from its bytes.
+func NewEntry(body []byte, contentType, contentDisposition string) *Entry {
+	sum := sha256.Sum256(body)
+	return &Entry{Body: body, ContentType: contentType, ContentDisposition: contentDisposition,
+		ETag: `"` + base64.RawURLEncoding.EncodeToString(sum[:16]) + `"`}
+}
+
+// Cache stores entries by key.
+type Cache interface {
+	// Get returns the stored entry for k, without copying it.
+	Get(k Key) (*Entry, bool)
+	// Set stores e under k and reports whether a following Get will find
+	// it; a cache may decline to store anything.
+	Set(k Key, e *Entry) bool
+}
+
+// Options configures a Memory cache.
+type Options struct {
+	// MaxBytes bounds the bytes held, bodies and headers included.
+	MaxBytes int64
+	// TTL bounds how long an entry is kept. Codes never expire; this only
+	// lets memory go back to entries that are asked for again.
+	TTL time.Duration
+	// OnEvict and OnReject are called for every entry evicted or declined
+	// (they feed the metrics); both optional.
+	OnEvict, OnReject func()
+}
+
+// Memory is an in-process Cache on ristretto.
+type Memory struct {
+	r        *ristretto.Cache[uint64, *Entry]
+	ttl      time.Duration
+	maxEntry int64
+	onReject func()
+
+	entries                                   atomic.Int64
+	hits, misses, stored, rejected, evictions atomic.Uint64
+}
+
+var _ Cache = (*Memory)(nil)
+
+// entryOverhead is what an entry costs beyond its body and headers: the
+// Entry, ristretto's item and map slot, the policy's bookkeeping.
+const entryOverhead = 256
+
+// NewMemory returns an empty cache.
+func NewMemory(opts Options) (*Memory, error) {
+	if opts.MaxBytes <= 0 {
+		return nil, errors.New("cache: MaxBytes must be positive")
+	}
+	if opts.TTL <= 0 {
+		return nil, errors.New("cache: TTL must be positive")
+	}
+	m := &Memory{ttl: opts.TTL, onReject: opts.OnReject,
+		// One entry may not push out more than a quarter of the cache.
+		maxEntry: opts.MaxBytes / 4}
+	onEvict, onReject := opts.OnEvict, opts.OnReject
+	// ristretto wants ten counters per item it may hold; images weigh
+	// about 10 KB at the least.
+	counters := max(opts.MaxBytes/(10<<10)*10, 1000)
+	r, err := ristretto.NewCache(&ristretto.Config[uint64, *Entry]{
+		NumCounters: counters,
+		MaxCost:     opts.MaxBytes,
+		BufferItems: 64,
+		// The key is already a uniform hash: its first 8 bytes are enough
+		// to place it; Get compares the whole key to rule out a collision.
+		KeyToHash:          func(k uint64) (uint64, uint64) { return k, 0 },
+		IgnoreInternalCost: true,
+		OnEvict: func(*ristretto.Item[*Entry]) {
+			m.entries.Add(-1)
+			m.evictions.Add(1)
+			if onEvict != nil {
+				onEvict()
+			}
+		},
+		OnReject: func(*ristretto.Item[*Entry]) {
+			m.rejected.Add(1)
+			if onReject != nil {
+				onReject()
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	m.r = r
+	return m, nil
+}
+
+func hashOf(k *Key) uint64 { return binary.LittleEndian.Uint64(k[:8]) }
+
+// Get returns the entry stored for k.
+func (m *Memory) Get(k Key) (*Entry, bool) {
+	e, ok := m.r.Get(hashOf(&k))
+	if !ok || e.key != k {
+		m.misses.Add(1)
+		return nil, false
+	}
+	m.hits.Add(1)
+	return e, true
+}
+
+// cost is what an entry weighs against MaxBytes.
+func cost(e *Entry) int64 {
+	return int64(len(e.Body)+len(e.ContentType)+len(e.ContentDisposition)+len(e.ETag)) + entryOverhead
+}
+
+// Set stores e under k. ristretto admits asynchronously and may drop or
+// reject an item; Set waits for the admission to be applied and then looks,
+// so it reports true only when a following Get finds the entry.
+func (m *Memory) Set(k Key, e *Entry) bool {
+	if _, ok := m.r.Get(hashOf(&k)); ok {
+		// Same key, same code: it is stored already (or, after a hash
+		// collision, keeps its place).
+		return m.has(k)
+	}
+	stored := *e
+	stored.key = k
+	c := cost(&stored)
+	if c > m.maxEntry {
+		m.rejected.Add(1)
+		if m.onReject != nil {
+			m.onReject()
+		}
+		return false
+	}
+	if !m.r.SetWithTTL(hashOf(&k), &stored, c, m.ttl) {
+		// Dropped under contention before the policy saw it.
+		m.rejected.Add(1)
+		if m.onReject != nil {
+			m.onReject()
+		}
+		return false
+	}
+	m.r.Wait()
+	if !m.has(k) {
+		return false
+	}
+	m.entries.Add(1)
+	m.stored.Add(1)
+	return true
+}
+
+func (m *Memory) has(k Key) bool {
+	e, ok := m.r.Get(hashOf(&k))
+	return ok && e.key == k
+}
+
+// Close stops ristretto's goroutines.
+func (m *Memory) Close() { m.r.Close() }
+
+// Stats are the cache's counters and size, for /status and the metrics.
+type Stats struct {
+	Entries   int64  `json:"entries"`
+	Bytes     int64  `json:"bytes"`
+	MaxBytes  int64  `json:"max_bytes"`
+	Hits      uint64 `json:"hits"`
+	Misses    uint64 `json:"misses"`
+	Stored    uint64 `json:"stored"`
+	Rejected  uint64 `json:"rejected"`
+	Evictions uint64 `json:"evictions"`
+}
+
+// Stats reports the counters; cheap enough for every scrape.
+func (m *Memory) Stats() Stats {
+	maxCost := m.r.MaxCost()
+	return Stats{
+		Entries:   max(m.entries.Load(), 0),
+		Bytes:     maxCost - m.r.RemainingCost(),
+		MaxBytes:  maxCost,
+		Hits:      m.hits.Load(),
+		Misses:    m.misses.Load(),
+		Stored:    m.stored.Load(),
+		Rejected:  m.rejected.Load(),
+		Evictions: m.evictions.Load(),
+	}
+}
+
+// MemoryLimit is the soft memory limit (debug.SetMemoryLimit) the sidecar
+// sets when GOMEMLIMIT is not: by default Go lets the heap grow to twice
+// what is live before collecting, so a full cache could double the resident
+// memory. The limit keeps the heap near the cache's size plus a working
+// margin for buffers in flight and the runtime.
+func MemoryLimit(maxBytes int64) int64 {
+	return maxBytes + maxBytes/8 + 24<<20
+}

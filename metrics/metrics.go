@@ -1,0 +1,160 @@
+// Package metrics is the one place every Prometheus metric of the sidecar
+// is named. Labels take values from bounded sets only (routes, outcomes,
+// known endpoints and errcodes, configured apps) — never a scene, page,
+// token or raw path — so a caller cannot grow the series without bound.
+//
+// It owns a private registry, with the Go and process collectors, so
+// nothing global is exposed.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+const namespace = "wxa_sidecar"
+
+// Metrics holds every collector, registered on Registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Requests        *prometheus.CounterVec   // route, code
+	RequestDuration *prometheus.HistogramVec // route
+
+	CacheRequests  *prometheus.CounterVec // result: hit, miss, collapsed
+	CacheStored    prometheus.Counter
+	CacheRejected  prometheus.Counter
+	CacheEvictions prometheus.Counter
+
+	UpstreamRequests *prometheus.CounterVec   // endpoint, outcome
+	UpstreamErrcodes *prometheus.CounterVec   // endpoint, errcode
+	UpstreamDuration *prometheus.HistogramVec // endpoint
+	UpstreamRetries  *prometheus.CounterVec   // endpoint
+
+	TokenFetches *prometheus.CounterVec // app, result: ok, error
+	TokenReplays *prometheus.CounterVec // app
+
+	RateLimitWait       *prometheus.HistogramVec // endpoint
+	RateLimitRejections *prometheus.CounterVec   // endpoint
+	QuotaCooldown       *prometheus.GaugeVec     // app, endpoint
+}
+
+// durationBuckets start at 100µs, where a cache hit lies, and reach 30s,
+// beyond any upstream timeout.
+var durationBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+
+// New creates and registers every metric.
+func New() *Metrics {
+	r := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { r.MustRegister(c) }
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
+		f(c)
+		return c
+	}
+	plain := func(name, help string) prometheus.Counter {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help})
+		f(c)
+		return c
+	}
+	histogram := func(name, help string, labels ...string) *prometheus.HistogramVec {
+		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help,
+			Buckets: durationBuckets}, labels)
+		f(h)
+		return h
+	}
+	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, labels)
+		f(g)
+		return g
+	}
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &Metrics{
+		Registry: r,
+		Requests: counter("requests_total",
+			"Requests answered by the sidecar, by route (wxacode, qrcode, token, passthrough) and HTTP status code.", "route", "code"),
+		RequestDuration: histogram("request_duration_seconds",
+			"Time to answer a request, by route.", "route"),
+		CacheRequests: counter("cache_requests_total",
+			"Code-image lookups: hit (from the cache), miss (this request fetched it), collapsed (shared another request's fetch).", "result"),
+		CacheStored:    plain("cache_stored_total", "Images stored in the cache."),
+		CacheRejected:  plain("cache_rejected_total", "Images the cache declined to store (admission policy or size)."),
+		CacheEvictions: plain("cache_evictions_total", "Images evicted from the cache to make room or at the end of CACHE_TTL."),
+		UpstreamRequests: counter("upstream_requests_total",
+			"Calls to WeChat by endpoint and outcome (ok, errcode, http_error, timeout, broken_image).", "endpoint", "outcome"),
+		UpstreamErrcodes: counter("upstream_errcodes_total",
+			"Errcodes WeChat answered, by endpoint and errcode (known codes, else other).", "endpoint", "errcode"),
+		UpstreamDuration: histogram("upstream_request_duration_seconds",
+			"Time until WeChat's response headers, by endpoint.", "endpoint"),
+		UpstreamRetries: counter("upstream_retries_total",
+			"Code fetches retried after a transient failure, by endpoint.", "endpoint"),
+		TokenFetches: counter("token_fetches_total",
+			"access_token fetches from WeChat, by app and result (ok, error).", "app", "result"),
+		TokenReplays: counter("token_replays_total",
+			"Requests replayed with a fresh token after WeChat said the token was dead (40001, 40014, 42001).", "app"),
+		RateLimitWait: histogram("ratelimit_wait_seconds",
+			"Time a call queued for an upstream rate-limit slot, by endpoint.", "endpoint"),
+		RateLimitRejections: counter("ratelimit_rejections_total",
+			"Calls refused with 45011 because no rate-limit slot was free within UPSTREAM_MAX_WAIT, by endpoint.", "endpoint"),
+		QuotaCooldown: gauge("quota_cooldown_active",
+			"1 while calls to the app's endpoint are answered locally because WeChat reported its quota reached.", "app", "endpoint"),
+	}
+}
+
+// ObserveCache exposes the cache's size as gauges read at scrape time.
+func (m *Metrics) ObserveCache(bytes, entries func() float64) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "cache_bytes",
+			Help: "Bytes of images held in the cache."}, bytes),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "cache_entries",
+			Help: "Images held in the cache."}, entries),
+	)
+}
+
+// ObserveTokenExpiry exposes the seconds left of app's token, read at
+// scrape time so the figure is never stale.
+func (m *Metrics) ObserveTokenExpiry(app string, secondsLeft func() float64) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace,
+		Name: "token_expiry_seconds", Help: "Seconds until the app's current access_token expires (0 without one).",
+		ConstLabels: prometheus.Labels{"app": app}}, secondsLeft))
+}
+
+// TokenFetched returns the hook a token manager calls after each fetch.
+func (m *Metrics) TokenFetched(app string) func(error) {
+	ok, failed := m.TokenFetches.WithLabelValues(app, "ok"), m.TokenFetches.WithLabelValues(app, "error")
+	return func(err error) {
+		if err != nil {
+			failed.Inc()
+			return
+		}
+		ok.Inc()
+	}
+}
+
+// Handler serves the registry in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+// knownErrcodes are the errcodes that get a label of their own.
+var knownErrcodes = map[int]bool{
+	-1: true, 40001: true, 40002: true, 40013: true, 40014: true, 40097: true, 40125: true, 40129: true,
+	40159: true, 40164: true, 40169: true, 41001: true, 41030: true, 42001: true, 43002: true,
+	44990: true, 44993: true, 45009: true, 45011: true, 45029: true, 47001: true, 48001: true, 85096: true,
+	89503: true, 89506: true, 89507: true,
+}
+
+// ErrcodeLabel is code as a label value: known codes as themselves, the
+// rest as "other", so the errcode label stays bounded.
+func ErrcodeLabel(code int) string {
+	if knownErrcodes[code] {
+		return strconv.Itoa(code)
+	}
+	return "other"
+}

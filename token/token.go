@@ -1,0 +1,482 @@
+// Package token manages one app's WeChat access_token: it fetches it,
+// refreshes it in the background before it expires, shares every fetch
+// among concurrent callers, and replaces a token WeChat reports dead —
+// only if it is still the current one.
+//
+// It must never log, return in an error, or report in Status a secret or a
+// whole token.
+package token
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Mode is how tokens are fetched.
+type Mode string
+
+const (
+	// ModeStable uses POST /cgi-bin/stable_token in normal mode: every
+	// caller gets the same token, and nothing is invalidated.
+	ModeStable Mode = "stable"
+	// ModeClassic uses GET /cgi-bin/token: every fetch issues a new token
+	// and kills the previous one five minutes later.
+	ModeClassic Mode = "classic"
+)
+
+// DefaultRefreshMargin is how long before expiry a token is replaced. It
+// stays under WeChat's five minutes, in which a stable token rolls over and
+// an old classic token keeps working, so a refresh always lands while the
+// old token still works.
+const DefaultRefreshMargin = 3 * time.Minute
+
+// WeChat's limit on force_refresh: 20 a day, 30 seconds apart.
+const (
+	forceRefreshesPerDay = 20
+	forceRefreshSpacing  = 30 * time.Second
+)
+
+// Backoff after failed background fetches.
+const (
+	minBackoff = time.Second
+	maxBackoff = time.Minute
+)
+
+// Options configures a Manager.
+type Options struct {
+	AppID, Secret string
+	// BaseURL is WeChat's base, e.g. https://api.weixin.qq.com.
+	BaseURL string
+	// Mode defaults to ModeStable.
+	Mode Mode
+	// RefreshMargin defaults to DefaultRefreshMargin.
+	RefreshMargin time.Duration
+	// Client defaults to one with a 10-second timeout.
+	Client *http.Client
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+	// Now defaults to time.Now.
+	Now func() time.Time
+	// After defaults to time.After; Run waits only through it, so tests
+	// drive the background refresh without sleeping.
+	After func(time.Duration) <-chan time.Time
+	// Jitter spreads a backoff; default a random duration in [d/2, d).
+	Jitter func(time.Duration) time.Duration
+	// OnFetch, if set, is called after every fetch attempt (the metrics).
+	OnFetch func(err error)
+}
+
+// Token is an access_token and when it stops working.
+type Token struct {
+	Value     string
+	Expiry    time.Time
+	FetchedAt time.Time
+}
+
+// APIError is an errcode WeChat answered, a value callers branch on.
+type APIError struct {
+	Code int
+	Msg  string
+}
+
+func (e *APIError) Error() string { return "token: WeChat errcode " + strconv.Itoa(e.Code) + ": " + e.Msg }
+
+// Manager is one app's token. Its methods are safe for concurrent use.
+type Manager struct {
+	opts Options
+	now  func() time.Time
+	log  *slog.Logger
+
+	current atomic.Pointer[Token] // read without a lock on every request
+
+	mu          sync.Mutex
+	inflight    chan struct{} // closed when the running fetch ends
+	lastErr     error         // of the last fetch, nil after a success
+	lastErrAt   time.Time
+	fetches     int64
+	fetchErrors int64
+	forced      []time.Time          // force_refresh times in the last 24h
+	issued      map[string]time.Time // every token handed out, until its expiry
+	nextRefresh time.Time
+	backoff     time.Duration
+}
+
+// New checks opts and returns a Manager without a token; the first Token
+// call or Run fetches one.
+func New(opts Options) (*Manager, error) {
+	if opts.AppID == "" || opts.Secret == "" {
+		return nil, errors.New("token: AppID and Secret are required")
+	}
+	if u, err := url.Parse(opts.BaseURL); err != nil || u.Host == "" {
+		return nil, fmt.Errorf("token: BaseURL %q is not an absolute URL", opts.BaseURL)
+	}
+	switch opts.Mode {
+	case "":
+		opts.Mode = ModeStable
+	case ModeStable, ModeClassic:
+	default:
+		return nil, fmt.Errorf("token: unknown mode %q", opts.Mode)
+	}
+	if opts.RefreshMargin <= 0 {
+		opts.RefreshMargin = DefaultRefreshMargin
+	}
+	if opts.Client == nil {
+		opts.Client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.After == nil {
+		opts.After = time.After
+	}
+	if opts.Jitter == nil {
+		opts.Jitter = func(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
+	}
+	return &Manager{opts: opts, now: opts.Now, log: opts.Logger, issued: map[string]time.Time{}}, nil
+}
+
+// AppID is the app this manager serves.
+func (m *Manager) AppID() string { return m.opts.AppID }
+
+// Token returns a token that has not expired, fetching one only when there
+// is none; concurrent callers share that fetch. Without a token it returns
+// the fetch's error: an *APIError when WeChat answered an errcode.
+func (m *Manager) Token(ctx context.Context) (Token, error) {
+	if t := m.current.Load(); t != nil && m.now().Before(t.Expiry) {
+		return *t, nil
+	}
+	return m.obtain(ctx, func(cur *Token, now time.Time) bool { return cur == nil || !now.Before(cur.Expiry) },
+		m.fetchNormal)
+}
+
+// Invalidate is called after WeChat said token failed is dead (40001,
+// 40014, 42001). Only if failed is still the current token is a new one
+// fetched; N callers failing on the same token cause one fetch and all get
+// its result. In stable mode force_refresh is used only when a normal fetch
+// hands back the same dead token, within WeChat's limits.
+func (m *Manager) Invalidate(ctx context.Context, failed string) (Token, error) {
+	return m.obtain(ctx, func(cur *Token, now time.Time) bool {
+		return cur == nil || cur.Value == failed || !now.Before(cur.Expiry)
+	}, func(ctx context.Context) (Token, error) {
+		t, err := m.fetchNormal(ctx)
+		if err != nil || t.Value != failed || m.opts.Mode != ModeStable {
+			return t, err
+		}
+		return m.fetchForced(ctx)
+	})
+}
+
+// obtain returns the current token unless need says it won't do; then it
+// runs fetch, or waits for the fetch already running and looks again.
+func (m *Manager) obtain(ctx context.Context, need func(*Token, time.Time) bool, fetch func(context.Context) (Token, error)) (Token, error) {
+	m.mu.Lock()
+	for waited := false; ; waited = true {
+		cur := m.current.Load()
+		if !need(cur, m.now()) {
+			m.mu.Unlock()
+			return *cur, nil
+		}
+		if m.lastErr != nil && (waited || m.now().Before(m.nextRefresh)) {
+			// The fetch we waited for failed, or the background loop is
+			// backing off after one: do not start another now.
+			err := m.lastErr
+			m.mu.Unlock()
+			return Token{}, err
+		}
+		if m.inflight == nil {
+			break
+		}
+		done := m.inflight
+		m.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return Token{}, ctx.Err()
+		}
+		m.mu.Lock()
+	}
+	done := make(chan struct{})
+	m.inflight = done
+	m.mu.Unlock()
+
+	// The fetch serves every waiter: one caller hanging up must not end it.
+	t, err := fetch(context.WithoutCancel(ctx))
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.inflight = nil
+	close(done)
+	if err != nil {
+		return Token{}, err
+	}
+	return t, nil
+}
+
+// fetchNormal fetches in the configured mode without forcing anything.
+func (m *Manager) fetchNormal(ctx context.Context) (Token, error) {
+	return m.fetch(ctx, false)
+}
+
+// fetchForced fetches with force_refresh, if WeChat's limit allows it now.
+func (m *Manager) fetchForced(ctx context.Context) (Token, error) {
+	now := m.now()
+	m.mu.Lock()
+	kept := m.forced[:0]
+	for _, at := range m.forced {
+		if now.Sub(at) < 24*time.Hour {
+			kept = append(kept, at)
+		}
+	}
+	m.forced = kept
+	var refuse string
+	switch {
+	case len(m.forced) >= forceRefreshesPerDay:
+		refuse = "20 force refreshes in the last 24h"
+	case len(m.forced) > 0 && now.Sub(m.forced[len(m.forced)-1]) < forceRefreshSpacing:
+		refuse = "the last force refresh was under 30s ago"
+	default:
+		m.forced = append(m.forced, now)
+	}
+	m.mu.Unlock()
+	if refuse != "" {
+		err := fmt.Errorf("token: %s: WeChat keeps returning a token it calls invalid, and force_refresh is not allowed now: %s", m.opts.AppID, refuse)
+		m.log.Error("cannot replace a dead token", "reason", refuse)
+		return Token{}, err
+	}
+	m.log.Warn("WeChat returned the token it called invalid; forcing a refresh")
+	return m.fetch(ctx, true)
+}
+
+// fetch asks WeChat for a token and records the outcome.
+func (m *Manager) fetch(ctx context.Context, force bool) (Token, error) {
+	started := m.now()
+	t, err := m.request(ctx, force)
+	if m.opts.OnFetch != nil {
+		m.opts.OnFetch(err)
+	}
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.fetches++
+	if err != nil {
+		m.fetchErrors++
+		m.lastErr, m.lastErrAt = err, now
+		attrs := []any{"mode", m.opts.Mode, "error", err.Error()}
+		if cur := m.current.Load(); cur != nil && now.Before(cur.Expiry) {
+			m.log.Warn("token fetch failed; the current token stays in service", append(attrs, "expires_in", cur.Expiry.Sub(now).Round(time.Second).String())...)
+		} else {
+			m.log.Error("token fetch failed and there is no valid token: calls fail until a fetch succeeds", append(attrs, "hint", hint(err))...)
+		}
+		return Token{}, err
+	}
+	t.FetchedAt = started
+	m.lastErr = nil
+	m.current.Store(&t)
+	m.issued[t.Value] = t.Expiry
+	for v, exp := range m.issued {
+		if !now.Before(exp) {
+			delete(m.issued, v)
+		}
+	}
+	m.log.Info("token fetched", "mode", m.opts.Mode, "force", force, "token", Prefix(t.Value),
+		"expires_in", t.Expiry.Sub(now).Round(time.Second).String())
+	return t, nil
+}
+
+// hint says what to do about a fetch error an operator sees at start.
+func hint(err error) string {
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		return "check that WECHAT_API_URL is reachable (and HTTPS_PROXY)"
+	}
+	switch ae.Code {
+	case 40013:
+		return "WECHAT_APP_ID is not a valid appid"
+	case 40125, 41004:
+		return "the app secret is wrong or missing"
+	case 40164:
+		return "this egress IP is not on the app's IP whitelist"
+	case 40243:
+		return "the app secret is frozen"
+	case 45009, 45011:
+		return "WeChat's token quota is used up; it resets later"
+	}
+	return "see WeChat's errcode documentation"
+}
+
+// request makes the HTTP call of one fetch.
+func (m *Manager) request(ctx context.Context, force bool) (Token, error) {
+	var req *http.Request
+	var err error
+	if m.opts.Mode == ModeClassic && !force {
+		q := url.Values{"grant_type": {"client_credential"}, "appid": {m.opts.AppID}, "secret": {m.opts.Secret}}
+		req, err = http.NewRequestWithContext(ctx, http.MethodGet, m.opts.BaseURL+"/cgi-bin/token?"+q.Encode(), nil)
+	} else {
+		body, _ := json.Marshal(map[string]any{"grant_type": "client_credential", "appid": m.opts.AppID,
+			"secret": m.opts.Secret, "force_refresh": force})
+		req, err = http.NewRequestWithContext(ctx, http.MethodPost, m.opts.BaseURL+"/cgi-bin/stable_token", bytes.NewReader(body))
+		if req != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+	}
+	if err != nil {
+		return Token{}, fmt.Errorf("token: fetch: %w", RedactError(err))
+	}
+	resp, err := m.opts.Client.Do(req)
+	if err != nil {
+		return Token{}, fmt.Errorf("token: fetch: %w", RedactError(err))
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return Token{}, fmt.Errorf("token: fetch: reading the answer: %w", RedactError(err))
+	}
+	if resp.StatusCode != http.StatusOK {
+		return Token{}, fmt.Errorf("token: fetch: WeChat answered HTTP %d", resp.StatusCode)
+	}
+	var ans struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int64  `json:"expires_in"`
+		Errcode     int    `json:"errcode"`
+		Errmsg      string `json:"errmsg"`
+	}
+	if err := json.Unmarshal(raw, &ans); err != nil {
+		return Token{}, fmt.Errorf("token: fetch: the answer is not JSON: %w", err)
+	}
+	if ans.Errcode != 0 {
+		return Token{}, &APIError{Code: ans.Errcode, Msg: ans.Errmsg}
+	}
+	if ans.AccessToken == "" || ans.ExpiresIn <= 0 {
+		return Token{}, errors.New("token: fetch: the answer has no access_token or expires_in")
+	}
+	// expires_in is what is left of the token's life, not a constant.
+	return Token{Value: ans.AccessToken, Expiry: m.now().Add(time.Duration(ans.ExpiresIn) * time.Second)}, nil
+}
+
+// Run refreshes the token in the background until ctx is done: at once,
+// then RefreshMargin before each expiry, so no request waits for a refresh
+// in steady state. Failures back off with jitter and never stop the loop.
+func (m *Manager) Run(ctx context.Context) {
+	for {
+		wait := m.untilDue()
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.opts.After(wait):
+		}
+		if m.untilDue() > 0 {
+			continue // someone else fetched meanwhile
+		}
+		m.refresh(ctx)
+	}
+}
+
+// untilDue is how long until the next background fetch is due.
+func (m *Manager) untilDue() time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return max(m.nextRefresh.Sub(m.now()), 0)
+}
+
+// refresh fetches a replacement, then schedules the next attempt.
+func (m *Manager) refresh(ctx context.Context) {
+	t, err := m.obtain(ctx, func(cur *Token, now time.Time) bool {
+		return cur == nil || !now.Before(cur.Expiry.Add(-m.opts.RefreshMargin))
+	}, m.fetchNormal)
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err != nil {
+		m.backoff = min(max(m.backoff*2, minBackoff), maxBackoff)
+		next := now.Add(m.opts.Jitter(m.backoff))
+		if cur := m.current.Load(); cur != nil && next.After(cur.Expiry) {
+			// Still try once more while the current token works.
+			next = now.Add(max(cur.Expiry.Sub(now)/2, minBackoff))
+		}
+		m.nextRefresh = next
+		return
+	}
+	m.backoff = 0
+	m.nextRefresh = t.Expiry.Add(-m.opts.RefreshMargin)
+	if !m.nextRefresh.After(now) {
+		// WeChat handed back a token already inside the margin (a stable
+		// token before its rollover): try again after half of what is left,
+		// not at once, so this never spins.
+		m.nextRefresh = now.Add(max(t.Expiry.Sub(now)/2, 5*time.Second))
+	}
+}
+
+// Owns reports whether this manager handed out tok and it has not expired.
+func (m *Manager) Owns(tok string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	exp, ok := m.issued[tok]
+	return ok && m.now().Before(exp)
+}
+
+// Status is a manager's state for /status: never the token, at most a
+// short prefix of it.
+type Status struct {
+	AppID             string    `json:"app"`
+	Mode              Mode      `json:"mode"`
+	HasToken          bool      `json:"has_token"`
+	TokenPrefix       string    `json:"token_prefix,omitempty"`
+	FetchedAt         time.Time `json:"fetched_at,omitzero"`
+	AgeSeconds        float64   `json:"age_seconds"`
+	Expiry            time.Time `json:"expiry,omitzero"`
+	ExpiresInSeconds  float64   `json:"expires_in_seconds"`
+	NextRefresh       time.Time `json:"next_refresh,omitzero"`
+	Fetches           int64     `json:"fetches"`
+	FetchErrors       int64     `json:"fetch_errors"`
+	LastError         string    `json:"last_error,omitempty"`
+	LastErrorAt       time.Time `json:"last_error_at,omitzero"`
+	ForceRefreshes24h int       `json:"force_refreshes_24h"`
+}
+
+// Status reports the manager's state.
+func (m *Manager) Status() Status {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := Status{AppID: m.opts.AppID, Mode: m.opts.Mode, NextRefresh: m.nextRefresh,
+		Fetches: m.fetches, FetchErrors: m.fetchErrors, LastErrorAt: m.lastErrAt}
+	if m.lastErr != nil {
+		s.LastError = m.lastErr.Error()
+	}
+	for _, at := range m.forced {
+		if now.Sub(at) < 24*time.Hour {
+			s.ForceRefreshes24h++
+		}
+	}
+	if t := m.current.Load(); t != nil {
+		s.HasToken = now.Before(t.Expiry)
+		s.TokenPrefix = Prefix(t.Value)
+		s.FetchedAt, s.Expiry = t.FetchedAt, t.Expiry
+		s.AgeSeconds = now.Sub(t.FetchedAt).Seconds()
+		s.ExpiresInSeconds = max(t.Expiry.Sub(now).Seconds(), 0)
+	}
+	return s
+}
+
+// Prefix is as much of a token as may be shown: enough to tell two apart.
+func Prefix(tok string) string {
+	if len(tok) <= 6 {
+		return "…"
+	}
+	return tok[:6] + "…"
+}
