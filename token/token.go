@@ -91,7 +91,9 @@ type APIError struct {
 	Msg  string
 }
 
-func (e *APIError) Error() string { return "token: WeChat errcode " + strconv.Itoa(e.Code) + ": " + e.Msg }
+func (e *APIError) Error() string {
+	return "token: WeChat errcode " + strconv.Itoa(e.Code) + ": " + e.Msg
+}
 
 // Manager is one app's token. Its methods are safe for concurrent use.
 type Manager struct {
