@@ -92,14 +92,25 @@ func Load(environ map[string]string) (Config, error) {
 	var c Config
 	var problems []error
 	if err := env.ParseWithOptions(&c, env.Options{Environment: environ}); err != nil {
-		problems = append(problems, parseProblems(err)...)
+		problems = append(problems, parseProblems(err, environ)...)
 	}
-	problems = append(problems, c.validate()...)
+	// A variable that did not parse is reported once, not again by the
+	// checks of its zero value.
+	reported := map[string]bool{}
+	for _, p := range problems {
+		name, _, _ := strings.Cut(p.Error(), ":")
+		reported[name] = true
+	}
+	for _, p := range c.validate() {
+		if name, _, _ := strings.Cut(p.Error(), ":"); !reported[name] {
+			problems = append(problems, p)
+		}
+	}
 	return c, errors.Join(problems...)
 }
 
 // parseProblems rewords env's errors as one line per variable.
-func parseProblems(err error) []error {
+func parseProblems(err error, environ map[string]string) []error {
 	var agg env.AggregateError
 	if !errors.As(err, &agg) {
 		return []error{err}
@@ -108,7 +119,8 @@ func parseProblems(err error) []error {
 	for _, e := range agg.Errors {
 		var pe env.ParseError
 		if errors.As(e, &pe) {
-			out = append(out, fmt.Errorf("%s: %s", envName(pe.Name), describeType(pe.Type.String())))
+			name := envName(pe.Name)
+			out = append(out, fmt.Errorf("%s: %q is %s", name, environ[name], describeType(pe.Type.String())))
 			continue
 		}
 		out = append(out, e)

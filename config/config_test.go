@@ -1,0 +1,161 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func base() map[string]string {
+	return map[string]string{"WECHAT_APP_ID": "wx123", "WECHAT_APP_SECRET": "the-secret-value"}
+}
+
+func with(kv ...string) map[string]string {
+	m := base()
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return m
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(base())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := map[string][2]any{
+		"APIURL":          {c.APIURL, "https://api.weixin.qq.com"},
+		"ListenAddr":      {c.ListenAddr, ":8080"},
+		"AdminAddr":       {c.AdminAddr, ":9102"},
+		"QRCodeAddr":      {c.QRCodeAddr, ""},
+		"TokenMode":       {c.TokenMode, "stable"},
+		"Margin":          {c.TokenRefreshMargin, 3 * time.Minute},
+		"Timeout":         {c.UpstreamTimeout, 10 * time.Second},
+		"MaxBody":         {c.MaxBodyBytes, int64(1048576)},
+		"MaxUpload":       {c.MaxUploadBytes, int64(16 << 20)},
+		"ShutdownDelay":   {c.ShutdownDelay, time.Duration(0)},
+		"ShutdownTimeout": {c.ShutdownTimeout, 25 * time.Second},
+		"CacheMaxBytes":   {c.CacheMaxBytes, int64(268435456)},
+		"CacheTTL":        {c.CacheTTL, 24 * time.Hour},
+		"RPS":             {c.UpstreamRPS, 82.5},
+		"Burst":           {c.UpstreamBurst, 50},
+		"MaxWait":         {c.UpstreamMaxWait, 2 * time.Second},
+		"QuotaCooldown":   {c.QuotaCooldown, time.Duration(0)},
+	}
+	for name, v := range checks {
+		if v[0] != v[1] {
+			t.Errorf("%s = %v, want %v", name, v[0], v[1])
+		}
+	}
+	if len(c.Apps) != 1 || c.Apps[0] != (App{"wx123", "the-secret-value"}) {
+		t.Errorf("Apps %v", c.Apps)
+	}
+	// The default limit keeps every 60-second window under 5000 calls.
+	if got := c.UpstreamRPS*60 + float64(c.UpstreamBurst); got > 5000 {
+		t.Errorf("default rate allows %v calls a minute", got)
+	}
+}
+
+func TestInvalidValuesNameTheirVariable(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		want string
+	}{
+		{with("UPSTREAM_TIMEOUT", "ten"), "UPSTREAM_TIMEOUT"},
+		{with("MAX_BODY_BYTES", "1MB"), "MAX_BODY_BYTES"},
+		{with("CACHE_MAX_BYTES", "-1"), "CACHE_MAX_BYTES"},
+		{with("TOKEN_MODE", "fast"), "TOKEN_MODE"},
+		{with("TOKEN_REFRESH_MARGIN", "10m"), "TOKEN_REFRESH_MARGIN"},
+		{with("LOG_LEVEL", "loud"), "LOG_LEVEL"},
+		{with("ADMIN_ADDR", ":8080"), "ADMIN_ADDR"},
+		{with("QRCODE_ADDR", ":9102"), "QRCODE_ADDR"},
+		{with("WECHAT_API_URL", "api.weixin.qq.com"), "WECHAT_API_URL"},
+		{with("ALLOWED_PATHS", "wxa/"), "ALLOWED_PATHS"},
+		{with("UPSTREAM_RPS", "0"), "UPSTREAM_RPS"},
+		{with("UPSTREAM_BURST", "0"), "UPSTREAM_BURST"},
+		{with("UPSTREAM_MAX_WAIT", "-1s"), "UPSTREAM_MAX_WAIT"},
+		{with("UPSTREAM_LIMITS", "/wxa/x=fast"), "UPSTREAM_LIMITS"},
+		{with("SHUTDOWN_TIMEOUT", "0s"), "SHUTDOWN_TIMEOUT"},
+		{map[string]string{"WECHAT_APP_ID": "wx1"}, "WECHAT_APP_SECRET"},
+		{map[string]string{}, "WECHAT_APP_ID"},
+		{with("WECHAT_APP_SECRET_FILE", "/x"), "WECHAT_APP_SECRET_FILE"},
+	}
+	for _, tt := range tests {
+		_, err := Load(tt.env)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: error %v, want one naming %s", tt.env, err, tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "the-secret-value") {
+			t.Errorf("error carries the secret: %v", err)
+		}
+	}
+}
+
+func TestEveryProblemGetsItsOwnLine(t *testing.T) {
+	_, err := Load(with("UPSTREAM_TIMEOUT", "ten", "MAX_BODY_BYTES", "1MB", "TOKEN_MODE", "x"))
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	if lines := strings.Split(err.Error(), "\n"); len(lines) != 3 {
+		t.Errorf("got %d lines, want 3: %q", len(lines), lines)
+	}
+}
+
+func TestSecretFileIsTrimmed(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(f, []byte("  s3cret\n\n"), 0o600)
+	c, err := Load(map[string]string{"WECHAT_APP_ID": "wx1", "WECHAT_APP_SECRET_FILE": f})
+	if err != nil || c.Apps[0].Secret != "s3cret" {
+		t.Errorf("secret %q, err %v; want it trimmed", c.Apps[0].Secret, err)
+	}
+	os.WriteFile(f, []byte(" \n"), 0o600)
+	if _, err := Load(map[string]string{"WECHAT_APP_ID": "wx1", "WECHAT_APP_SECRET_FILE": f}); err == nil {
+		t.Error("an empty secret file was accepted")
+	}
+}
+
+func TestAppsFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "apps")
+	os.WriteFile(f, []byte("# apps\n\nwxa:secret-a\n  wxb : secret-b  \n"), 0o600)
+	c, err := Load(map[string]string{"WECHAT_APPS_FILE": f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Apps) != 2 || c.Apps[1] != (App{"wxb", "secret-b"}) {
+		t.Errorf("Apps %v", c.Apps)
+	}
+	os.WriteFile(f, []byte("wxa:secret-a\nbroken-line-secret-x\nwxa:secret-c\n"), 0o600)
+	_, err = Load(map[string]string{"WECHAT_APPS_FILE": f})
+	if err == nil || !strings.Contains(err.Error(), ":2:") || !strings.Contains(err.Error(), ":3:") {
+		t.Errorf("error %v, want lines 2 and 3 named", err)
+	}
+	if err != nil && (strings.Contains(err.Error(), "secret-c") || strings.Contains(err.Error(), "broken-line-secret-x")) {
+		t.Errorf("error carries a secret: %v", err)
+	}
+	if _, err := Load(map[string]string{"WECHAT_APPS_FILE": f, "WECHAT_APP_ID": "wx1"}); err == nil {
+		t.Error("both modes at once were accepted")
+	}
+}
+
+func TestUpstreamLimits(t *testing.T) {
+	c, err := Load(with("UPSTREAM_LIMITS", "/wxa/getwxacodeunlimit=5000/m:50, /wxa/generatescheme=100/s", "ALLOWED_PATHS", " /wxa/ ,/cgi-bin/wxaapp/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Limits["/wxa/getwxacodeunlimit"]; got != (RateLimit{Rate: 82.5, Burst: 50}) {
+		t.Errorf("5000/m:50 = %+v, want rate 82.5 burst 50", got)
+	}
+	if got := c.Limits["/wxa/generatescheme"]; got != (RateLimit{Rate: 90, Burst: 10}) {
+		t.Errorf("100/s = %+v, want rate 90 burst 10", got)
+	}
+	if len(c.AllowedPaths) != 2 || c.AllowedPaths[0] != "/wxa/" {
+		t.Errorf("AllowedPaths %q", c.AllowedPaths)
+	}
+	for _, bad := range []string{"wxa=1/s", "/x=1/s", "/x=10/w", "/x=10/s:10", "/x=10/s,/x=5/s"} {
+		if _, err := Load(with("UPSTREAM_LIMITS", bad)); err == nil {
+			t.Errorf("UPSTREAM_LIMITS=%q accepted", bad)
+		}
+	}
+}
