@@ -87,7 +87,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		return 1
 	}
 	log.Info("wxa-sidecar started", "version", version, "api", s.apiLn.Addr().String(),
-		"admin", s.adminLn.Addr().String(), "apps", len(cfg.Apps), "token_mode", cfg.TokenMode, "demo", *demo)
+		"admin", s.adminLn.Addr().String(), "config", cfg, "demo", *demo)
 	serveErr := s.serve()
 	if *demo {
 		fmt.Fprintf(stdout, "curl -sS -o qrcode.jpg -X POST 'http://%s/wxa/getwxacodeunlimit' -d '{\"scene\":\"hello\"}'\n",
@@ -165,6 +165,21 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		return nil, err
 	}
 	s.cache = c
+	s.metrics.ObserveCache(
+		func() float64 { return float64(c.Stats().Bytes) },
+		func() float64 { return float64(c.Stats().Entries) })
+	for _, m := range s.tokens {
+		s.metrics.ObserveTokenExpiry(m.AppID(), func() float64 { return m.Status().ExpiresInSeconds })
+	}
+	limits := proxy.Limits{
+		Default:       proxy.RateLimit{Rate: cfg.UpstreamRPS, Burst: cfg.UpstreamBurst},
+		Endpoints:     map[string]proxy.RateLimit{},
+		MaxWait:       cfg.UpstreamMaxWait,
+		QuotaCooldown: cfg.QuotaCooldown,
+	}
+	for path, l := range cfg.Limits {
+		limits.Endpoints[path] = proxy.RateLimit{Rate: l.Rate, Burst: l.Burst}
+	}
 	p, err := proxy.New(proxy.Options{
 		Upstream:        cfg.APIURL,
 		Apps:            apps,
@@ -175,6 +190,9 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		AllowedPaths:    cfg.AllowedPaths,
 		Logger:          log,
 		Metrics:         s.metrics,
+		Cache:           c,
+		CacheTTL:        cfg.CacheTTL,
+		Limits:          limits,
 	})
 	if err != nil {
 		c.Close()
@@ -184,6 +202,10 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 	s.api = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	if cfg.QRCodeAddr != "" {
+		s.qrcode = &http.Server{Handler: p.QRCodeHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	}
 	return s, nil
 }
 
@@ -196,6 +218,11 @@ func (s *sidecar) listen() error {
 	}
 	if s.adminLn, err = net.Listen("tcp", s.cfg.AdminAddr); err != nil {
 		return err
+	}
+	if s.qrcode != nil {
+		if s.qrcodeLn, err = net.Listen("tcp", s.cfg.QRCodeAddr); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -216,6 +243,9 @@ func (s *sidecar) serve() <-chan error {
 	}
 	go serve(s.api, s.apiLn)
 	go serve(s.admin, s.adminLn)
+	if s.qrcode != nil {
+		go serve(s.qrcode, s.qrcodeLn)
+	}
 	s.ready.Store(true)
 	return errs
 }
@@ -224,9 +254,14 @@ func (s *sidecar) serve() <-chan error {
 func (s *sidecar) shutdown(timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	err := s.api.Shutdown(ctx)
+	var errs []error
+	for _, srv := range []*http.Server{s.api, s.qrcode} {
+		if srv != nil {
+			errs = append(errs, srv.Shutdown(ctx))
+		}
+	}
 	s.admin.Shutdown(ctx)
-	return err
+	return errors.Join(errs...)
 }
 
 func (s *sidecar) close() {
@@ -234,9 +269,12 @@ func (s *sidecar) close() {
 		s.stopTokens()
 		s.tokensDone.Wait()
 	}
-	for _, srv := range []*http.Server{s.api, s.admin} {
-		srv.Close()
+	for _, srv := range []*http.Server{s.api, s.admin, s.qrcode} {
+		if srv != nil {
+			srv.Close()
+		}
 	}
+	s.proxy.Close()
 	s.cache.Close()
 }
 
@@ -270,11 +308,12 @@ func (s *sidecar) status() any {
 		apps = append(apps, m.Status())
 	}
 	return struct {
-		Version string         `json:"version"`
-		Ready   bool           `json:"ready"`
-		Apps    []token.Status `json:"apps"`
-		Cache   cache.Stats    `json:"cache"`
-	}{version, s.ready.Load(), apps, s.cache.Stats()}
+		Version string              `json:"version"`
+		Ready   bool                `json:"ready"`
+		Apps    []token.Status      `json:"apps"`
+		Limits  []proxy.LimitStatus `json:"limits"`
+		Cache   cache.Stats         `json:"cache"`
+	}{version, s.ready.Load(), apps, s.proxy.Status().Limits, s.cache.Stats()}
 }
 
 // loopbackAddr names a bound address a local curl can reach.
