@@ -66,7 +66,7 @@ func newHarness(t *testing.T, ho harnessOptions) *harness {
 		apps = append(apps, App{Secret: secret, Tokens: m})
 	}
 	opts := Options{Upstream: fake.URL, Apps: apps, Logger: log, Metrics: h.metrics,
-		UpstreamTimeout: 2 * time.Second, RetryBackoff: time.Millisecond}
+		UpstreamTimeout: 10 * time.Second, RetryBackoff: time.Millisecond}
 	if ho.cache {
 		c, err := cache.NewMemory(cache.Options{MaxBytes: 64 << 20, TTL: time.Hour})
 		if err != nil {

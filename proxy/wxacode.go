@@ -3,10 +3,12 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
-	"math"
+	"maps"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // The code-image endpoints, whose answers are cached.
@@ -27,207 +29,631 @@ func (e *requestError) Error() string {
 	return "proxy: invalid request: errcode " + strconv.Itoa(e.Errcode) + ": " + e.Errmsg
 }
 
-var (
-	errFormat      = &requestError{47001, "data format error"}
-	errSceneLength = &requestError{40169, "invalid length for scene, or the data is not json string"}
-	errSceneChars  = &requestError{40129, "invalid scene"}
-	errPage        = &requestError{41030, "invalid page"}
-	errArgs        = &requestError{40097, "invalid args"}
-	errPath        = &requestError{40159, "invalid length for path, or the data is not json string"}
+// Errcodes WeChat gives to code requests it refuses (47001 is
+// errcodeDataFormat).
+const (
+	errcodeSceneLength = 40169
+	errcodeSceneChars  = 40129
+	errcodeInvalidPage = 41030
+	errcodeInvalidArgs = 40097
+	errcodeInvalidPath = 40159
+	errcodeInvalidURL  = 40066
 )
 
-// sceneAllowed marks the characters WeChat accepts in a scene.
-var sceneAllowed = func() (a [256]bool) {
-	for _, c := range "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!#$&'()*+,/:;=?@-._~" {
-		a[c] = true
+// refuse builds the requestError for errcode with WeChat's own errmsg, so a
+// caller's SDK sees what WeChat itself would have said. A fresh value each
+// time: nobody can alter an error another request gets.
+func refuse(errcode int) *requestError {
+	msg := "invalid args"
+	switch errcode {
+	case errcodeDataFormat:
+		msg = "data format error"
+	case errcodeSceneLength:
+		msg = "invalid length for scene, or the data is not json string"
+	case errcodeSceneChars:
+		msg = "invalid scene"
+	case errcodeInvalidPage:
+		msg = "invalid page"
+	case errcodeInvalidPath:
+		msg = "invalid length for path, or the data is not json string"
+	case errcodeInvalidURL:
+		msg = "invalid url"
 	}
-	return a
-}()
-
-// codeDefaults are WeChat's documented defaults per endpoint: a request
-// that spells one out is the same code as one that leaves it out.
-var codeDefaults = map[string]map[string]any{
-	pathUnlimited: {"width": json.Number("430"), "check_path": true, "env_version": "release",
-		"auto_color": false, "is_hyaline": false, "line_color": defaultLineColor()},
-	pathWxacode: {"width": json.Number("430"), "env_version": "release",
-		"auto_color": false, "is_hyaline": false, "line_color": defaultLineColor()},
-	pathQRCode: {"width": json.Number("430")},
+	return &requestError{Errcode: errcode, Errmsg: msg}
 }
 
-func defaultLineColor() map[string]any {
-	return map[string]any{"r": json.Number("0"), "g": json.Number("0"), "b": json.Number("0")}
+// Limits of the code requests.
+const (
+	// maxSceneBytes is WeChat's 32 characters. Every allowed character is
+	// ASCII, so bytes and characters only disagree for a scene that is
+	// refused anyway (then as too long rather than as badly spelt).
+	maxSceneBytes = 32
+	// maxWxacodePath and maxQRCodePath are getwxacode's and
+	// createwxaqrcode's limits on path, in bytes.
+	maxWxacodePath = 1024
+	maxQRCodePath  = 128
+	// maxJSONDepth bounds nesting in unknown fields: the decoder recurses,
+	// and a body of a few MB of "[" must not exhaust the stack. No real
+	// code request nests beyond 2.
+	maxJSONDepth = 64
+	// maxCanonicalIntDigits keeps a normalized integer within int64; a
+	// larger one is kept as given (see canonicalNumber).
+	maxCanonicalIntDigits = 18
+	// Widths /qrcode accepts: WeChat's documented range, enforced there
+	// because nothing but the sidecar stands between a browser and the
+	// quota.
+	minQueryWidth = 280
+	maxQueryWidth = 1280
+)
+
+// codeFields says which of WeChat's documented fields an endpoint has;
+// every other field is unknown to it and kept as given.
+type codeFields struct {
+	scene   bool // getwxacodeunlimit's scene, page and check_path
+	style   bool // auto_color, line_color, is_hyaline, env_version
+	maxPath int  // path is required, at most this many bytes; 0: no path
+}
+
+func fieldsOf(endpoint string) (codeFields, bool) {
+	switch endpoint {
+	case pathUnlimited:
+		return codeFields{scene: true, style: true}, true
+	case pathWxacode:
+		return codeFields{style: true, maxPath: maxWxacodePath}, true
+	case pathQRCode:
+		return codeFields{maxPath: maxQRCodePath}, true
+	}
+	return codeFields{}, false
 }
 
 // canonicalCodeRequest validates body for endpoint and returns its
-// canonical form: JSON re-encoded with sorted keys, documented defaults
-// filled in, numbers sent as strings made numbers, unknown fields kept as
-// given. Two requests for the same code have the same canonical form.
-// Errors are *requestError.
+// canonical form: two requests for the same code have the same canonical
+// form, so it is the cache key. The form is compact JSON with keys sorted
+// (recursively), WeChat's documented defaults filled in, page "" dropped,
+// width and line_color numbers written as plain integers whether sent as
+// numbers or strings, and unknown fields kept as given (only whitespace,
+// order and string escapes normalized). Errors are *requestError.
+//
+// Refused with 47001 besides WeChat's documented errors: anything but
+// exactly one JSON object, duplicate keys at any depth, invalid UTF-8 and
+// lone surrogate escapes (see decodeObject), nesting deeper than
+// maxJSONDepth, an access_token field, and known fields of the wrong type.
+// Where WeChat's reading is unknown, the request goes through and stays
+// apart in the key rather than being normalized, since a wrong merge would
+// serve one code for another while a needless miss costs one call:
+//   - JSON null for an optional field is kept as null (WeChat may treat it
+//     as absent, but that is unconfirmed); for scene or path it is missing.
+//   - A width or colour that is not an integer (430.5) or beyond int64 is
+//     kept as given.
+//   - Numbers in unknown fields keep their spelling (1.0 stays 1.0).
+//
+// Checks run in two passes, as a server that decodes before it validates
+// would: first every type (47001), then the values in the order scene
+// length (40169), scene characters (40129), page (41030), path (40159),
+// env_version (40097). WeChat's own order is unconfirmed; all of them
+// refuse the request.
 func canonicalCodeRequest(endpoint string, body []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	var req map[string]any
-	if err := dec.Decode(&req); err != nil || req == nil {
-		return nil, errFormat
+	fields, ok := fieldsOf(endpoint)
+	if !ok {
+		return nil, refuse(errcodeInvalidURL)
 	}
-	if _, err := dec.Token(); err == nil {
-		return nil, errFormat // trailing data after the object
-	}
-	if _, ok := req["access_token"]; ok {
-		return nil, errFormat // WeChat refuses a token in the body
-	}
-	defaults := codeDefaults[endpoint]
-	for k, v := range defaults {
-		if _, ok := req[k]; !ok {
-			req[k] = v
-		}
-	}
-	if err := canonicalFields(endpoint, req); err != nil {
+	req, err := decodeObject(body)
+	if err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(req); err != nil {
-		return nil, errFormat
+	if err := normalizeTypes(req, fields); err != nil {
+		return nil, err
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	if err := checkValues(req, fields); err != nil {
+		return nil, err
+	}
+	return appendJSON(make([]byte, 0, len(body)+128), req), nil
 }
 
-// canonicalFields checks and normalizes the fields endpoint knows, in place.
-func canonicalFields(endpoint string, req map[string]any) error {
-	w, ok := number(req["width"])
-	if !ok {
-		return errFormat
+// normalizeTypes checks the type of every field endpoint knows, fills in
+// its defaults, and writes numbers in their canonical spelling.
+func normalizeTypes(req map[string]any, f codeFields) error {
+	if _, ok := req["access_token"]; ok {
+		// The token travels only in the query; WeChat refuses it here.
+		return refuse(errcodeDataFormat)
 	}
-	req["width"] = w
-	if endpoint == pathQRCode {
-		return checkPath(req, 128)
+	if err := normalizeNumberField(req, "width", json.Number("430")); err != nil {
+		return err
+	}
+	if f.maxPath > 0 {
+		switch req["path"].(type) {
+		case nil, string: // nil: missing, refused by checkValues
+		default:
+			return refuse(errcodeDataFormat)
+		}
+	}
+	if f.scene {
+		switch req["scene"].(type) {
+		case nil, string: // nil: missing, refused by checkValues
+		default:
+			return refuse(errcodeDataFormat)
+		}
+		switch v := req["page"].(type) {
+		case nil:
+		case string:
+			if v == "" {
+				delete(req, "page") // "" is the home page, as absent is
+			}
+		default:
+			return refuse(errcodeDataFormat)
+		}
+		if err := normalizeBool(req, "check_path", true); err != nil {
+			return err
+		}
+	}
+	if !f.style {
+		return nil
 	}
 	for _, k := range []string{"auto_color", "is_hyaline"} {
-		if _, ok := req[k].(bool); !ok {
-			return errFormat
+		if err := normalizeBool(req, k, false); err != nil {
+			return err
 		}
 	}
-	color, ok := req["line_color"].(map[string]any)
-	if !ok {
-		return errFormat
-	}
-	normalized := make(map[string]any, len(color)+3)
-	for k, v := range color {
-		normalized[k] = v
-	}
-	for _, k := range []string{"r", "g", "b"} {
-		v, present := color[k]
+	switch v, present := req["env_version"]; v.(type) {
+	case string:
+	case nil:
 		if !present {
-			v = json.Number("0")
+			req["env_version"] = "release"
 		}
-		n, ok := number(v)
+	default:
+		return refuse(errcodeDataFormat)
+	}
+	switch v, present := req["line_color"]; color := v.(type) {
+	case map[string]any:
+		for _, k := range []string{"r", "g", "b"} {
+			if err := normalizeNumberField(color, k, json.Number("0")); err != nil {
+				return err
+			}
+		}
+	case nil:
+		if !present {
+			req["line_color"] = map[string]any{"r": json.Number("0"), "g": json.Number("0"), "b": json.Number("0")}
+		}
+	default:
+		return refuse(errcodeDataFormat)
+	}
+	return nil
+}
+
+// normalizeBool checks that obj[key] is a bool (or null), filling in def
+// when it is absent. WeChat refuses 1 for a bool; "true" is refused too,
+// although WeChat's handling of it is unconfirmed.
+func normalizeBool(obj map[string]any, key string, def bool) error {
+	switch v, present := obj[key]; v.(type) {
+	case bool:
+	case nil:
+		if !present {
+			obj[key] = def
+		}
+	default:
+		return refuse(errcodeDataFormat)
+	}
+	return nil
+}
+
+// normalizeNumberField rewrites obj[key] with canonicalNumber, filling in
+// def when it is absent and keeping null.
+func normalizeNumberField(obj map[string]any, key string, def json.Number) error {
+	v, present := obj[key]
+	switch {
+	case !present:
+		obj[key] = def
+	case v != nil:
+		n, ok := canonicalNumber(v)
 		if !ok {
-			return errFormat
+			return refuse(errcodeDataFormat)
 		}
-		normalized[k] = n
+		obj[key] = n
 	}
-	req["line_color"] = normalized
-	env, ok := req["env_version"].(string)
-	if !ok {
-		return errFormat
+	return nil
+}
+
+// checkValues checks the values WeChat constrains, once every type is
+// known to be right.
+func checkValues(req map[string]any, f codeFields) error {
+	if f.scene {
+		scene, _ := req["scene"].(string)
+		if err := checkScene(scene); err != nil {
+			return err
+		}
+		if page, ok := req["page"].(string); ok && (strings.HasPrefix(page, "/") || strings.Contains(page, "?")) {
+			return refuse(errcodeInvalidPage)
+		}
 	}
-	if env != "release" && env != "trial" && env != "develop" {
-		return errArgs
+	if f.maxPath > 0 {
+		path, ok := req["path"].(string)
+		if !ok || path == "" || len(path) > f.maxPath {
+			return refuse(errcodeInvalidPath)
+		}
 	}
-	if endpoint == pathWxacode {
-		return checkPath(req, 1024)
+	if env, ok := req["env_version"].(string); ok && f.style {
+		switch env {
+		case "release", "trial", "develop":
+		default:
+			return refuse(errcodeInvalidArgs)
+		}
 	}
-	if _, ok := req["check_path"].(bool); !ok {
-		return errFormat
-	}
-	scene, ok := req["scene"].(string)
-	if _, present := req["scene"]; present && !ok {
-		return errFormat
-	}
-	if scene == "" || len(scene) > 32 {
-		return errSceneLength
+	return nil
+}
+
+// checkScene applies WeChat's scene rules: length first, so an over-long
+// scene of bad characters is 40169.
+func checkScene(scene string) error {
+	if scene == "" || len(scene) > maxSceneBytes {
+		return refuse(errcodeSceneLength)
 	}
 	for i := 0; i < len(scene); i++ {
-		if !sceneAllowed[scene[i]] {
-			return errSceneChars
-		}
-	}
-	if p, present := req["page"]; present {
-		page, ok := p.(string)
-		if !ok {
-			return errFormat
-		}
-		if strings.HasPrefix(page, "/") || strings.Contains(page, "?") {
-			return errPage
-		}
-		if page == "" {
-			delete(req, "page") // "" means the home page, as absent does
+		if !isSceneByte(scene[i]) {
+			return refuse(errcodeSceneChars)
 		}
 	}
 	return nil
 }
 
-// checkPath validates getwxacode's and createwxaqrcode's path.
-func checkPath(req map[string]any, maxBytes int) error {
-	p, present := req["path"]
-	path, ok := p.(string)
-	if present && !ok {
-		return errFormat
+// isSceneByte reports whether c is one of 0-9 a-z A-Z !#$&'()*+,/:;=?@-._~
+// (notably not %: a scene is not URL-encoded).
+func isSceneByte(c byte) bool {
+	switch {
+	case '0' <= c && c <= '9', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		return true
 	}
-	if path == "" || len(path) > maxBytes {
-		return errPath
-	}
-	return nil
+	return strings.IndexByte("!#$&'()*+,/:;=?@-._~", c) >= 0
 }
 
-// number accepts a JSON number or a numeric string (SDKs send both) and
-// returns its one canonical spelling.
-func number(v any) (json.Number, bool) {
+// canonicalNumber accepts a JSON number or a string holding one (SDKs send
+// "430" and "0") and returns an integer as a json.Number of its plain
+// decimal spelling, so 430, "430", 430.0 and 4.3e2 share a key. Any other
+// number is returned as given: how WeChat reads 430.5 is unconfirmed, so
+// it must not share 430's key. A string that is not a JSON number (" 430",
+// "wide") is refused.
+func canonicalNumber(v any) (any, bool) {
 	var text string
 	switch n := v.(type) {
 	case json.Number:
 		text = string(n)
 	case string:
-		text = strings.TrimSpace(n)
+		text = n
 	default:
-		return "", false
+		return nil, false
 	}
-	f, err := strconv.ParseFloat(text, 64)
-	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
-		return "", false
+	canon, isNumber, isInt := canonicalInteger(text)
+	switch {
+	case !isNumber:
+		return nil, false
+	case isInt:
+		return json.Number(canon), true
 	}
-	return json.Number(strconv.FormatFloat(f, 'f', -1, 64)), true
+	return v, true
+}
+
+// canonicalInteger parses s by JSON's number grammar and, if its value is
+// an integer of at most maxCanonicalIntDigits digits, returns its plain
+// decimal spelling ("-0" is "0"). Exact: no floating point is involved.
+func canonicalInteger(s string) (canon string, isNumber, isInt bool) {
+	neg := strings.HasPrefix(s, "-")
+	if neg {
+		s = s[1:]
+	}
+	intPart, s := leadingDigits(s)
+	if intPart == "" || (len(intPart) > 1 && intPart[0] == '0') {
+		return "", false, false
+	}
+	var frac string
+	if strings.HasPrefix(s, ".") {
+		frac, s = leadingDigits(s[1:])
+		if frac == "" {
+			return "", false, false
+		}
+	}
+	// exp saturates at expLimit, far beyond any fraction a body can hold,
+	// so exp-len(frac) keeps the sign and magnitude class that matter.
+	const expLimit = 1 << 50
+	exp := 0
+	if s != "" && (s[0] == 'e' || s[0] == 'E') {
+		s = s[1:]
+		expNeg := false
+		if s != "" && (s[0] == '+' || s[0] == '-') {
+			expNeg = s[0] == '-'
+			s = s[1:]
+		}
+		var digits string
+		digits, s = leadingDigits(s)
+		if digits == "" {
+			return "", false, false
+		}
+		for i := 0; i < len(digits) && exp < expLimit; i++ {
+			exp = exp*10 + int(digits[i]-'0')
+		}
+		if expNeg {
+			exp = -exp
+		}
+	}
+	if s != "" {
+		return "", false, false
+	}
+	digits := strings.TrimLeft(intPart+frac, "0")
+	if digits == "" {
+		return "0", true, true
+	}
+	exp -= len(frac)
+	trimmed := strings.TrimRight(digits, "0")
+	exp += len(digits) - len(trimmed)
+	if exp < 0 || len(trimmed)+exp > maxCanonicalIntDigits {
+		return "", true, false
+	}
+	canon = trimmed + strings.Repeat("0", exp)
+	if neg {
+		canon = "-" + canon
+	}
+	return canon, true, true
+}
+
+func leadingDigits(s string) (digits, rest string) {
+	i := 0
+	for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+		i++
+	}
+	return s[:i], s[i:]
+}
+
+// decodeObject decodes body, which must be one JSON object and nothing
+// else, into map[string]any, []any, string, json.Number, bool and nil.
+// encoding/json alone would let through what must not reach the key:
+// duplicate keys (which one WeChat reads is unknown, so they are refused
+// at any depth), and invalid UTF-8 or lone surrogate escapes, which it
+// turns into U+FFFD and so would give different strings one key.
+func decodeObject(body []byte) (map[string]any, error) {
+	if !utf8.Valid(body) || hasLoneSurrogate(body) {
+		return nil, refuse(errcodeDataFormat)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, refuse(errcodeDataFormat)
+	}
+	obj, err := decodeMembers(dec, 1)
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n")) != 0 {
+		return nil, refuse(errcodeDataFormat) // trailing data
+	}
+	return obj, nil
+}
+
+// decodeMembers decodes an object's members after its '{' and consumes its
+// '}'.
+func decodeMembers(dec *json.Decoder, depth int) (map[string]any, error) {
+	obj := make(map[string]any)
+	for dec.More() {
+		tok, err := dec.Token()
+		key, ok := tok.(string)
+		if err != nil || !ok {
+			return nil, refuse(errcodeDataFormat)
+		}
+		if _, dup := obj[key]; dup {
+			return nil, refuse(errcodeDataFormat)
+		}
+		v, err := decodeValue(dec, depth)
+		if err != nil {
+			return nil, err
+		}
+		obj[key] = v
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return nil, refuse(errcodeDataFormat)
+	}
+	return obj, nil
+}
+
+// decodeValue decodes the next value; depth is that of its container.
+func decodeValue(dec *json.Decoder, depth int) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, refuse(errcodeDataFormat)
+	}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return tok, nil // string, json.Number, bool or nil
+	}
+	if depth >= maxJSONDepth {
+		return nil, refuse(errcodeDataFormat)
+	}
+	switch delim {
+	case '{':
+		return decodeMembers(dec, depth+1)
+	case '[':
+		arr := []any{}
+		for dec.More() {
+			v, err := decodeValue(dec, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			arr = append(arr, v)
+		}
+		if tok, err := dec.Token(); err != nil || tok != json.Delim(']') {
+			return nil, refuse(errcodeDataFormat)
+		}
+		return arr, nil
+	}
+	return nil, refuse(errcodeDataFormat)
+}
+
+// hasLoneSurrogate reports whether body escapes half a UTF-16 surrogate
+// pair (\ud800 not followed by \udc00-\udfff, or the latter alone). It may
+// scan outside strings too: a backslash there makes the JSON invalid anyway.
+func hasLoneSurrogate(body []byte) bool {
+	pendingHigh := false
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' {
+			if pendingHigh {
+				return true
+			}
+			continue
+		}
+		if i+1 >= len(body) || body[i+1] != 'u' {
+			if pendingHigh {
+				return true
+			}
+			i++ // skip the escaped character, which may be a backslash
+			continue
+		}
+		r, ok := hex4(body[i+2:])
+		switch {
+		case !ok:
+			return pendingHigh // invalid JSON, refused by the decoder
+		case 0xD800 <= r && r < 0xDC00:
+			if pendingHigh {
+				return true
+			}
+			pendingHigh = true
+		case 0xDC00 <= r && r < 0xE000:
+			if !pendingHigh {
+				return true
+			}
+			pendingHigh = false
+		default:
+			if pendingHigh {
+				return true
+			}
+		}
+		i += 5
+	}
+	return pendingHigh
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
+// appendJSON appends v, a value of decodeObject's types, as compact JSON
+// with object keys sorted. Strings must be valid UTF-8; they are written
+// raw except for what JSON requires escaped, so one string has one
+// spelling.
+func appendJSON(b []byte, v any) []byte {
+	switch v := v.(type) {
+	case nil:
+		return append(b, "null"...)
+	case bool:
+		return strconv.AppendBool(b, v)
+	case json.Number:
+		return append(b, v...)
+	case string:
+		return appendJSONString(b, v)
+	case []any:
+		b = append(b, '[')
+		for i, e := range v {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSON(b, e)
+		}
+		return append(b, ']')
+	case map[string]any:
+		b = append(b, '{')
+		for i, k := range slices.Sorted(maps.Keys(v)) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSON(b, v[k])
+		}
+		return append(b, '}')
+	}
+	panic("proxy: appendJSON: unexpected type") // only decodeObject's types reach here
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c == '\n':
+			b = append(b, '\\', 'n')
+		case c == '\r':
+			b = append(b, '\\', 'r')
+		case c == '\t':
+			b = append(b, '\\', 't')
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }
 
 // qrcodeQueryBody turns GET /qrcode's query into the getwxacodeunlimit
-// body it stands for; both share one cache entry. Unlike the WeChat path,
-// a width outside 280..1280 is refused here (40097), since nothing but this
-// sidecar stands between a browser and the quota.
+// body it stands for, which is forwarded to WeChat and canonicalizes to
+// the same bytes as the equivalent POST, so both share one cache entry.
+// Parameters: scene, page, width, env_version, check_path, auto_color and
+// is_hyaline (bools as strconv.ParseBool reads them); an empty value is
+// the default. Anything else, including app (the caller's app selector),
+// is ignored. Unlike the WeChat path, a width that is not an integer from
+// 280 to 1280 is refused, since nothing but the sidecar stands between a
+// browser and the quota: 40097 invalid args even for "wide", as no JSON
+// was sent. Otherwise the body is validated as a POST would be. Errors are
+// *requestError.
 func qrcodeQueryBody(q url.Values) ([]byte, error) {
-	req := map[string]any{"scene": q.Get("scene")}
-	if page := q.Get("page"); page != "" {
-		req["page"] = page
+	req := make(map[string]any)
+	scene := q.Get("scene")
+	if !utf8.ValidString(scene) {
+		return nil, checkScene(scene) // a scene is ASCII: refused either way
 	}
-	if env := q.Get("env_version"); env != "" {
-		req["env_version"] = env
+	req["scene"] = scene
+	for _, k := range []string{"page", "env_version"} {
+		if v := q.Get(k); v != "" {
+			if !utf8.ValidString(v) {
+				return nil, refuse(errcodeDataFormat)
+			}
+			req[k] = v
+		}
 	}
 	if w := q.Get("width"); w != "" {
-		n, err := strconv.Atoi(w)
-		if err != nil || n < 280 || n > 1280 {
-			return nil, errArgs
+		canon, _, isInt := canonicalInteger(w)
+		n, err := strconv.Atoi(canon)
+		if !isInt || err != nil || n < minQueryWidth || n > maxQueryWidth {
+			return nil, refuse(errcodeInvalidArgs)
 		}
-		req["width"] = n
+		req["width"] = json.Number(canon)
 	}
-	for _, k := range []string{"check_path", "is_hyaline", "auto_color"} {
+	for _, k := range []string{"check_path", "auto_color", "is_hyaline"} {
 		if v := q.Get(k); v != "" {
 			b, err := strconv.ParseBool(v)
 			if err != nil {
-				return nil, errFormat
+				return nil, refuse(errcodeDataFormat)
 			}
 			req[k] = b
 		}
 	}
-	return json.Marshal(req)
+	body := appendJSON(nil, req)
+	if _, err := canonicalCodeRequest(pathUnlimited, body); err != nil {
+		return nil, err
+	}
+	return body, nil
 }

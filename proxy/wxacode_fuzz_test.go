@@ -2,76 +2,211 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"net/url"
+	"reflect"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
-// FuzzCanonicalCodeRequest: no input panics, and the canonical form of a
-// canonical form is itself (canonicalizing twice equals once).
-func FuzzCanonicalCodeRequest(f *testing.F) {
-	for _, seed := range []string{
-		`{"scene":"a=1","page":"pages/x"}`,
-		`{"scene":"a","width":"430","line_color":{"r":"0","g":1,"b":2.5,"a":"x"},"show_splash_ad":true}`,
-		`{"scene":"!#$&'()*+,/:;=?@-._~","env_version":"develop","check_path":false,"is_hyaline":true}`,
-		`{"path":"pages/a?x=1","width":1e3}`,
-		`{"scene":"<&>","page":"\u00e9"}`,
-		`{"scene":"a","nested":{"z":[1,2,{"y":null}],"a":"b"}}`,
-		`{"scene":""}`, `{"scene":1}`, `[]`, `null`, `{`, `{"scene":"a"} x`, `{"width":"-0"}`,
-		`{"scene":"a","width":"1e400"}`, `{"scene":"a","line_color":{"r":" 7 "}}`,
-	} {
-		for _, endpoint := range []string{pathUnlimited, pathWxacode, pathQRCode} {
-			f.Add(endpoint, []byte(seed))
+// checkCanonical asserts what must hold for any body on endpoint: a refusal
+// is a *requestError; an accepted body is valid JSON, its canonical form is
+// valid UTF-8 JSON that canonicalizes to itself, and re-indenting the body
+// does not change it.
+func checkCanonical(t *testing.T, endpoint string, body []byte) {
+	t.Helper()
+	canon, err := canonicalCodeRequest(endpoint, body)
+	if err != nil {
+		var re *requestError
+		if !errors.As(err, &re) {
+			t.Fatalf("%s: got error %v of type %T, want *requestError", endpoint, err, err)
+		}
+		return
+	}
+	if !json.Valid(body) {
+		t.Fatalf("%s: accepted invalid JSON %q", endpoint, body)
+	}
+	if !json.Valid(canon) || !utf8.Valid(canon) {
+		t.Fatalf("%s: canonical form %q of %q is not valid JSON", endpoint, canon, body)
+	}
+	again, err := canonicalCodeRequest(endpoint, canon)
+	if err != nil {
+		t.Fatalf("%s: canonical form %q refused: %v", endpoint, canon, err)
+	}
+	if !bytes.Equal(again, canon) {
+		t.Fatalf("%s: canonical form not stable:\n%q\n%q", endpoint, canon, again)
+	}
+	checkPreserved(t, endpoint, body, canon)
+	if bytes.ContainsRune(canon, utf8.RuneError) && !bytes.ContainsRune(body, utf8.RuneError) &&
+		!strings.Contains(strings.ToLower(string(body)), `\ufffd`) {
+		// encoding/json's stand-in for what it could not decode: two
+		// different bodies would share the key.
+		t.Fatalf("%s: canonical form %q of %q has U+FFFD the body did not", endpoint, canon, body)
+	}
+	var indented bytes.Buffer
+	if err := json.Indent(&indented, body, "\t", "  "); err != nil {
+		t.Fatalf("%s: json.Indent of accepted body %q: %v", endpoint, body, err)
+	}
+	reflowed, err := canonicalCodeRequest(endpoint, indented.Bytes())
+	if err != nil || !bytes.Equal(reflowed, canon) {
+		t.Fatalf("%s: indented body gives %q (err %v), want %q", endpoint, reflowed, err, canon)
+	}
+}
+
+// checkPreserved asserts that canon says what body said: every field the
+// canonicalizer does not normalize decodes to the same value from both, and
+// canon adds nothing but defaults.
+func checkPreserved(t *testing.T, endpoint string, body, canon []byte) {
+	t.Helper()
+	decode := func(b []byte) map[string]any {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("%s: decoding %q: %v", endpoint, b, err)
+		}
+		return m
+	}
+	given, got := decode(body), decode(canon)
+	normalized := map[string]bool{"width": true}
+	defaults := map[string]bool{"width": true}
+	if endpoint != pathQRCode {
+		for _, k := range []string{"line_color", "auto_color", "is_hyaline", "env_version"} {
+			defaults[k] = true
+		}
+		normalized["line_color"] = true
+	}
+	if endpoint == pathUnlimited {
+		defaults["check_path"] = true
+		if given["page"] == "" {
+			if _, ok := got["page"]; ok {
+				t.Fatalf("%s: page \"\" kept in %q", endpoint, canon)
+			}
+			delete(given, "page")
 		}
 	}
-	f.Fuzz(func(t *testing.T, endpoint string, body []byte) {
-		if !isCodeEndpoint(endpoint) {
-			endpoint = pathUnlimited
+	for k, v := range given {
+		if normalized[k] {
+			continue
 		}
-		once, err := canonicalCodeRequest(endpoint, body)
-		if err != nil {
-			if _, ok := err.(*requestError); !ok {
-				t.Fatalf("error of type %T, want *requestError", err)
+		if w, ok := got[k]; !ok || !reflect.DeepEqual(v, w) {
+			t.Fatalf("%s: field %q is %#v in %q but %#v in %q", endpoint, k, v, body, w, canon)
+		}
+	}
+	for k := range got {
+		if _, ok := given[k]; !ok && !defaults[k] {
+			t.Fatalf("%s: canonical form %q adds field %q to %q", endpoint, canon, k, body)
+		}
+	}
+	if color, ok := given["line_color"].(map[string]any); ok && normalized["line_color"] {
+		out := got["line_color"].(map[string]any)
+		for k, v := range color {
+			if k != "r" && k != "g" && k != "b" && !reflect.DeepEqual(v, out[k]) {
+				t.Fatalf("%s: line_color.%s is %#v in %q but %#v in %q", endpoint, k, v, body, out[k], canon)
 			}
-			return
 		}
-		twice, err := canonicalCodeRequest(endpoint, once)
-		if err != nil {
-			t.Fatalf("the canonical form %s is refused: %v", once, err)
-		}
-		if !bytes.Equal(once, twice) {
-			t.Fatalf("not idempotent:\n once  %s\n twice %s", once, twice)
+	}
+}
+
+func FuzzCanonicalCodeRequest(f *testing.F) {
+	seeds := []string{
+		// Valid.
+		`{"scene":"a"}`,
+		`{"scene":"id=7","page":"pages/a/b","width":"430","check_path":false,"env_version":"trial","auto_color":true,"is_hyaline":true,"line_color":{"r":"255","g":1,"b":"0"}}`,
+		`{"path":"pages/index?id=3","width":280}`,
+		`{"path":"p","scene":"","page":"/x","check_path":1,"show_splash_ad":true}`,
+		`{"scene":"a","x":{"y":[3,{"b":1.50,"a":null}],"z":"\u00e9\/\ud83d\ude00"}}`,
+		`{"scene":"a","line_color":{"r":null,"alpha":"0.5"},"width":null,"page":null}`,
+		// Edges.
+		`{"scene":"` + strings.Repeat("x", 32) + `"}`,
+		`{"scene":"a","width":430.5}`,
+		`{"scene":"a","width":"1e999999999999999999999"}`,
+		`{"scene":"a","width":-0.0e-0}`,
+		`{"scene":"a","line_color":{"r":0e99999999999999999999}}`,
+		`{"scene":"a","width":"999999999999999999"}`,
+		`{"path":"` + strings.Repeat("p", 128) + `"}`,
+		" \n{ \"scene\" :\t\"a\" }\r\n",
+		`{"scene":"a","x":"\t\u0001\"\\<>&` + "\u2028" + `"}`,
+		`{"scene":"a","x":[[[[[[[[[[]]]]]]]]]]}`,
+		// Invalid.
+		``,
+		`{"scene":`,
+		`null`,
+		`{"scene":"a"} {}`,
+		`{"scene":"a","scene":"b"}`,
+		`{"scene":"a","\u0073cene":"a"}`,
+		"{\"scene\":\"a\",\"x\":\"\xff\"}",
+		`{"scene":"a","x":"\ud800"}`,
+		`{"scene":"a","x":"\ud800\u0041"}`,
+		`{"scene":"a","x":"\\ud800"}`,
+		`{"scene":"a","access_token":"T"}`,
+		`{"scene":"100%","page":"/x"}`,
+		`{"scene":"a","page":"pages/a?x=1"}`,
+		`{"scene":"a","env_version":"beta"}`,
+		`{"scene":"a","is_hyaline":1}`,
+		`{"scene":"a","width":" 430"}`,
+		`{"scene":"a","line_color":[0,0,0]}`,
+		`{"path":""}`,
+		`{"scene":"a","x":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}`,
+	}
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, endpoint := range []string{pathUnlimited, pathWxacode, pathQRCode} {
+			checkCanonical(t, endpoint, body)
 		}
 	})
 }
 
-// FuzzQRCodeQuery: no query panics, and every body it builds canonicalizes
-// idempotently.
 func FuzzQRCodeQuery(f *testing.F) {
-	for _, seed := range []string{
-		"scene=a", "scene=id%3D5&page=pages/a&width=300", "scene=a&is_hyaline=T&check_path=0",
-		"scene=&width=99999", "scene=a%25b", "scene=a&env_version=trial&app=wx1", "page=/x", "%zz", "scene=a+b",
-	} {
-		f.Add(seed)
+	seeds := []string{
+		"scene=a",
+		"scene=id%3D5&page=pages/a&width=300",
+		"app=wx1&scene=a&page=p/q&width=1280&env_version=trial&check_path=false&auto_color=T&is_hyaline=1",
+		"scene=a&width=3e2&page=&env_version=",
+		"scene=a&scene=b&foo=bar",
+		"",
+		"scene=",
+		"scene=a%25b",
+		"scene=%FF",
+		"scene=a&page=/x",
+		"scene=a&page=%FF",
+		"scene=a&width=100",
+		"scene=a&width=430.5",
+		"scene=a&width=1e99999999999999999999",
+		"scene=a&is_hyaline=maybe",
+		"scene=a;b",
+		"scene=%zz",
+	}
+	for _, s := range seeds {
+		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		q, err := url.ParseQuery(raw)
-		if err != nil {
-			return
-		}
+		q, _ := url.ParseQuery(raw) // what parsed is still a query to serve
 		body, err := qrcodeQueryBody(q)
 		if err != nil {
-			if _, ok := err.(*requestError); !ok {
-				t.Fatalf("error of type %T", err)
+			var re *requestError
+			if !errors.As(err, &re) {
+				t.Fatalf("got error %v of type %T, want *requestError", err, err)
 			}
 			return
 		}
-		once, err := canonicalCodeRequest(pathUnlimited, body)
-		if err != nil {
-			return // refused by the same rules as a POST
+		if !json.Valid(body) {
+			t.Fatalf("body %q is not valid JSON", body)
 		}
-		twice, err := canonicalCodeRequest(pathUnlimited, once)
-		if err != nil || !bytes.Equal(once, twice) {
-			t.Fatalf("not idempotent: %s → %s (%v)", once, twice, err)
+		checkCanonical(t, pathUnlimited, body)
+		var fields map[string]any
+		if err := json.Unmarshal(body, &fields); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := fields["app"]; ok {
+			t.Fatalf("body %q carries the app selector", body)
+		}
+		if w, ok := fields["width"].(float64); ok && (w < minQueryWidth || w > maxQueryWidth) {
+			t.Fatalf("body %q has width %v outside %d..%d", body, w, minQueryWidth, maxQueryWidth)
 		}
 	})
 }
