@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
@@ -45,12 +46,24 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 		p.reverseProxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 		return
 	}
+	// A body seen before, byte for byte, names its code without being
+	// parsed again: the common case of a page asking for the same code.
+	raw := rawCodeKey(c.app.id, c.path, body)
+	if key, ok := p.aliases.get(raw); ok {
+		if e, ok := p.cache.Get(key); ok {
+			p.metrics.CacheRequests.WithLabelValues("hit").Inc()
+			writeImage(w, codeResult{entry: e, cacheStatus: cacheStatusHit}, false)
+			return
+		}
+	}
 	canonical, err := canonicalCodeRequest(c.path, body)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	res, err := p.code(r.Context(), c, codeKey(c.app.id, c.path, canonical), body, r.Header.Get("Content-Type"))
+	key := codeKey(c.app.id, c.path, canonical)
+	p.aliases.put(raw, key)
+	res, err := p.code(r.Context(), c, key, body, r.Header.Get("Content-Type"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -71,6 +84,50 @@ func codeKey(appID, endpoint string, canonical []byte) cache.Key {
 	var k cache.Key
 	h.Sum(k[:0])
 	return k
+}
+
+// rawCodeKey identifies a request by its exact bytes; aliases maps it to
+// the canonical key once the body has been validated.
+func rawCodeKey(appID, endpoint string, body []byte) cache.Key {
+	h := sha256.New()
+	h.Write([]byte("raw\x00"))
+	h.Write([]byte(appID))
+	h.Write([]byte{0})
+	h.Write([]byte(endpoint))
+	h.Write([]byte{0})
+	h.Write(body)
+	var k cache.Key
+	h.Sum(k[:0])
+	return k
+}
+
+// aliasTable remembers which canonical key a valid raw body stands for. It
+// holds only a pure function of the bytes, so an entry is never wrong, and
+// it starts over when full, so it stays bounded.
+type aliasTable struct {
+	mu  sync.RWMutex
+	m   map[cache.Key]cache.Key
+	max int
+}
+
+func newAliasTable(max int) *aliasTable {
+	return &aliasTable{m: make(map[cache.Key]cache.Key), max: max}
+}
+
+func (t *aliasTable) get(raw cache.Key) (cache.Key, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	k, ok := t.m[raw]
+	return k, ok
+}
+
+func (t *aliasTable) put(raw, canonical cache.Key) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.m) >= t.max {
+		clear(t.m)
+	}
+	t.m[raw] = canonical
 }
 
 // codeResult is one caller's answer: the image and how it was obtained.

@@ -87,6 +87,7 @@ type Proxy struct {
 	reverseProxy *httputil.ReverseProxy
 	cache        cache.Cache
 	flights      singleflight.Group
+	aliases      *aliasTable
 	cacheControl string
 	limits       *limits
 	retryBackoff time.Duration
@@ -162,6 +163,8 @@ func New(opts Options) (*Proxy, error) {
 	if p.cache == nil {
 		p.cache = noCache{}
 	}
+	// 64 bytes an alias: 64k of them is 4 MiB plus the map's overhead.
+	p.aliases = newAliasTable(1 << 16)
 	ttl := opts.CacheTTL
 	if ttl <= 0 {
 		ttl = 24 * time.Hour
