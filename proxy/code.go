@@ -51,7 +51,7 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 	raw := rawCodeKey(c.app.id, c.path, body)
 	if key, ok := p.aliases.get(raw); ok {
 		if e, ok := p.cache.Get(key); ok {
-			p.metrics.CacheRequests.WithLabelValues("hit").Inc()
+			p.cacheHits.Inc()
 			writeImage(w, codeResult{entry: e, cacheStatus: cacheStatusHit}, false)
 			return
 		}
@@ -151,7 +151,7 @@ type flight struct {
 // caller's, sent upstream if this caller's request starts the flight.
 func (p *Proxy) code(ctx context.Context, c *call, key cache.Key, body []byte, contentType string) (codeResult, error) {
 	if e, ok := p.cache.Get(key); ok {
-		p.metrics.CacheRequests.WithLabelValues("hit").Inc()
+		p.cacheHits.Inc()
 		return codeResult{entry: e, cacheStatus: cacheStatusHit}, nil
 	}
 	me := new(int)
@@ -178,7 +178,7 @@ func (p *Proxy) code(ctx context.Context, c *call, key cache.Key, body []byte, c
 		f := res.Val.(*flight)
 		switch {
 		case f.hit:
-			p.metrics.CacheRequests.WithLabelValues("hit").Inc()
+			p.cacheHits.Inc()
 			return codeResult{entry: f.entry, cacheStatus: cacheStatusHit}, nil
 		case f.leader != me:
 			p.metrics.CacheRequests.WithLabelValues("collapsed").Inc()

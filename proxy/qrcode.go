@@ -109,8 +109,7 @@ func (p *Proxy) QRCodeHandler() http.Handler {
 		start := p.now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		p.serveQRCode(rec, r, a)
-		p.metrics.Requests.WithLabelValues(routeQRCode, statusLabel(rec.status)).Inc()
-		p.metrics.RequestDuration.WithLabelValues(routeQRCode).Observe(p.now().Sub(start).Seconds())
+		p.observeRequest(routeQRCode, rec.status, start)
 	})
 }
 
