@@ -74,6 +74,10 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	if environ["GOMEMLIMIT"] == "" {
 		// Without a limit the heap may grow to twice the cache before a GC.
 		debug.SetMemoryLimit(cache.MemoryLimit(cfg.CacheMaxBytes))
+		// Under a limit of our own, with its margin, GC can run less often.
+		if environ["GOGC"] == "" {
+			debug.SetGCPercent(cache.GCPercent)
+		}
 	}
 
 	s, err := newSidecar(cfg, log)

@@ -212,6 +212,12 @@ func (m *Memory) Stats() Stats {
 	}
 }
 
+// GCPercent is the GOGC the sidecar runs with when GOGC is unset. The
+// memory limit below bounds the heap anyway, so the collector need not run
+// every time the (small, when the cache is cold) live heap doubles: on the
+// cache-hit path, GC was a measurable part of the CPU (BENCHMARKS.md).
+const GCPercent = 400
+
 // MemoryLimit is the soft memory limit (debug.SetMemoryLimit) the sidecar
 // sets when GOMEMLIMIT is not: by default Go lets the heap grow to twice
 // what is live before collecting, so a full cache could double the resident

@@ -22,7 +22,9 @@ func main() {
 	maxBytes := flag.Int64("max", 64<<20, "CACHE_MAX_BYTES")
 	size := flag.Int("size", 100<<10, "bytes per image")
 	flag.Parse()
+	// As main does when GOGC and GOMEMLIMIT are unset.
 	debug.SetMemoryLimit(cache.MemoryLimit(*maxBytes))
+	debug.SetGCPercent(cache.GCPercent)
 	m, err := cache.NewMemory(cache.Options{MaxBytes: *maxBytes, TTL: time.Hour})
 	if err != nil {
 		panic(err)
