@@ -84,6 +84,8 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	_, metrics := get(t, "http://"+p.admin+"/metrics")
 	for _, name := range []string{`wxa_sidecar_requests_total{code="200",route="qrcode"} 1`, "wxa_sidecar_cache_entries 1",
+		"wxa_sidecar_cache_stored_total 1", `wxa_sidecar_token_fetches_total{app="` + wechattest.DemoAppID + `",result="ok"} 1`,
+		`wxa_sidecar_upstream_requests_total{endpoint="/wxa/getwxacodeunlimit",outcome="ok"} 1`,
 		`wxa_sidecar_token_expiry_seconds{app="` + wechattest.DemoAppID + `"}`} {
 		if !strings.Contains(string(metrics), name) {
 			t.Errorf("/metrics lacks %s", name)
@@ -92,6 +94,23 @@ func TestAdminEndpoints(t *testing.T) {
 	for name, body := range map[string][]byte{"/status": status, "/metrics": metrics, "logs": []byte(p.stderr.String())} {
 		if strings.Contains(string(body), tok.AccessToken) || strings.Contains(string(body), wechattest.DemoSecret) {
 			t.Errorf("%s carries the token or the secret", name)
+		}
+	}
+}
+
+func TestOversizedImagesAreRejectedAndCounted(t *testing.T) {
+	// A 40 KB cache keeps nothing over 10 KB: every image is declined.
+	p, _ := startWithFake(t, "CACHE_MAX_BYTES=40000")
+	for range 2 {
+		if code, _ := get(t, "http://"+p.api+"/qrcode?scene=big"); code != 200 {
+			t.Fatalf("/qrcode %d", code)
+		}
+	}
+	_, metrics := get(t, "http://"+p.admin+"/metrics")
+	for _, want := range []string{"wxa_sidecar_cache_rejected_total 2", "wxa_sidecar_cache_stored_total 0",
+		`wxa_sidecar_cache_requests_total{result="miss"} 2`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -71,7 +72,13 @@ func TestETagIsStrongAndFromTheBytes(t *testing.T) {
 }
 
 func TestSetReportsTruthfully(t *testing.T) {
-	m := newMemory(t, 1<<20)
+	var evicted, rejected atomic.Int64
+	m, err := NewMemory(Options{MaxBytes: 1 << 20, TTL: time.Hour,
+		OnEvict: func() { evicted.Add(1) }, OnReject: func() { rejected.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
 	if m.Set(key(1), NewEntry(body(1, 600<<10), "", "")) {
 		t.Error("an entry over a quarter of the cache was stored")
 	}
@@ -93,6 +100,11 @@ func TestSetReportsTruthfully(t *testing.T) {
 	}
 	if s.Evictions+s.Rejected == 0 {
 		t.Error("filling the cache five times over neither evicted nor rejected anything")
+	}
+	// The callbacks feed the metrics: they must see every event.
+	if uint64(evicted.Load()) != s.Evictions || uint64(rejected.Load()) != s.Rejected {
+		t.Errorf("callbacks saw %d evictions and %d rejections, Stats %d and %d",
+			evicted.Load(), rejected.Load(), s.Evictions, s.Rejected)
 	}
 }
 
