@@ -75,26 +75,22 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 
 // codeKey is the cache key of a code: app, endpoint and canonical request.
 func codeKey(appID, endpoint string, canonical []byte) cache.Key {
-	h := sha256.New()
-	h.Write([]byte(appID))
-	h.Write([]byte{0})
-	h.Write([]byte(endpoint))
-	h.Write([]byte{0})
-	h.Write(canonical)
-	var k cache.Key
-	h.Sum(k[:0])
-	return k
+	return hashKey("", appID, endpoint, canonical)
 }
 
 // rawCodeKey identifies a request by its exact bytes; aliases maps it to
-// the canonical key once the body has been validated.
+// the canonical key once the body has been validated. Its own domain keeps
+// it apart from every canonical key.
 func rawCodeKey(appID, endpoint string, body []byte) cache.Key {
+	return hashKey("raw", appID, endpoint, body)
+}
+
+func hashKey(domain, appID, endpoint string, body []byte) cache.Key {
 	h := sha256.New()
-	h.Write([]byte("raw\x00"))
-	h.Write([]byte(appID))
-	h.Write([]byte{0})
-	h.Write([]byte(endpoint))
-	h.Write([]byte{0})
+	for _, part := range []string{domain, appID, endpoint} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
 	h.Write(body)
 	var k cache.Key
 	h.Sum(k[:0])
