@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -30,15 +31,29 @@ type Entry struct {
 	ContentDisposition string
 	// ETag is strong: it changes whenever a byte of Body does.
 	ETag string
+	// Header holds the response headers of the entry (Content-Type,
+	// Content-Disposition, Etag, Content-Length), built once by NewEntry so
+	// a hit sets them without allocating. Its slices are shared by every
+	// response: assign them, never modify them.
+	Header map[string][]string
 
 	key Key // set on the copy the cache stores, to reject a hash collision
 }
 
 // NewEntry returns an entry for body with a strong ETag from its bytes.
+// Entries are built only by NewEntry.
 func NewEntry(body []byte, contentType, contentDisposition string) *Entry {
 	sum := sha256.Sum256(body)
-	return &Entry{Body: body, ContentType: contentType, ContentDisposition: contentDisposition,
+	e := &Entry{Body: body, ContentType: contentType, ContentDisposition: contentDisposition,
 		ETag: `"` + base64.RawURLEncoding.EncodeToString(sum[:16]) + `"`}
+	e.Header = map[string][]string{"Etag": {e.ETag}, "Content-Length": {strconv.Itoa(len(body))}}
+	if contentType != "" {
+		e.Header["Content-Type"] = []string{contentType}
+	}
+	if contentDisposition != "" {
+		e.Header["Content-Disposition"] = []string{contentDisposition}
+	}
+	return e
 }
 
 // Cache stores entries by key.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
+	"github.com/wxa-sidecar/wxa-sidecar/token"
 )
 
 // Cache-Status values (RFC 9211), exactly one per image response.
@@ -24,6 +25,15 @@ const (
 	cacheStatusMiss      = "wxa-sidecar; fwd=uri-miss"
 	cacheStatusBypass    = "wxa-sidecar; fwd=bypass"
 )
+
+// cacheStatusHeader holds each Cache-Status value as a header value, built
+// once and shared.
+var cacheStatusHeader = map[string][]string{
+	cacheStatusHit:       {cacheStatusHit},
+	cacheStatusStored:    {cacheStatusStored},
+	cacheStatusCollapsed: {cacheStatusCollapsed},
+	cacheStatusMiss:      {cacheStatusMiss},
+}
 
 // maxImageBytes bounds an upstream image; WeChat's weigh a few hundred KB.
 const maxImageBytes = 16 << 20
@@ -41,9 +51,7 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 		// A signed body is encrypted: it cannot be keyed by its parameters
 		// and must reach WeChat byte for byte.
 		w.Header().Set("Cache-Status", cacheStatusBypass)
-		c.body = body
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		p.reverseProxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+		p.proxyBuffered(w, r, c, body)
 		return
 	}
 	// A body seen before, byte for byte, names its code without being
@@ -209,6 +217,11 @@ func (p *Proxy) loadCode(ctx context.Context, c *call, key cache.Key, body []byt
 			return f, nil
 		}
 		if attempt > 0 || !isTransient(err) {
+			if we := asWeChatError(err); we.Status != http.StatusOK {
+				// Callers see 502; the log says why, without secrets.
+				p.log.Warn("code fetch failed", "endpoint", c.endpoint, "attempts", attempt+1,
+					"error", token.RedactError(err).Error())
+			}
 			return nil, err
 		}
 		p.metrics.UpstreamRetries.WithLabelValues(c.endpoint).Inc()
@@ -319,18 +332,14 @@ func isWholeImage(b []byte) bool {
 func writeImage(w http.ResponseWriter, res codeResult, headOnly bool) {
 	h := w.Header()
 	e := res.entry
-	if e.ContentType != "" {
-		h.Set("Content-Type", e.ContentType)
+	// Shared, prebuilt values: a hit allocates no header.
+	for k, v := range e.Header {
+		h[k] = v
 	}
-	if e.ContentDisposition != "" {
-		h.Set("Content-Disposition", e.ContentDisposition)
-	}
+	h["Cache-Status"] = cacheStatusHeader[res.cacheStatus]
 	if res.numUsed != "" {
 		h.Set("Num-Used", res.numUsed)
 	}
-	h.Set("Etag", e.ETag)
-	h.Set("Cache-Status", res.cacheStatus)
-	h.Set("Content-Length", strconv.Itoa(len(e.Body)))
 	w.WriteHeader(http.StatusOK)
 	if !headOnly {
 		w.Write(e.Body)

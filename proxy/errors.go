@@ -84,6 +84,10 @@ func asWeChatError(err error) *wechatError {
 	if errors.As(err, &re) {
 		return &wechatError{Status: http.StatusOK, Errcode: re.Errcode, Errmsg: re.Errmsg}
 	}
+	var ans *wechatAnswer
+	if errors.As(err, &ans) {
+		return &wechatError{Status: http.StatusOK, Errcode: ans.errcode, Errmsg: errmsgOf(ans.body)}
+	}
 	var qe *quotaError
 	if errors.As(err, &qe) {
 		return &wechatError{Status: http.StatusOK, Errcode: qe.errcode, Errmsg: qe.msg}

@@ -38,16 +38,23 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, p.maxUpload)
-	} else {
-		body, err := p.readBody(w, r)
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		c.body = body
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.ContentLength = int64(len(body))
+		p.reverseProxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+		return
 	}
+	body, err := p.readBody(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	p.proxyBuffered(w, r, c, body)
+}
+
+// proxyBuffered sends r upstream with its already-read body, which the
+// transport replays on a token error.
+func (p *Proxy) proxyBuffered(w http.ResponseWriter, r *http.Request, c *call, body []byte) {
+	c.body = body
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
 	p.reverseProxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 }
 

@@ -91,7 +91,7 @@ type Proxy struct {
 	aliases      *aliasTable
 	routeMetrics map[string]routeMetrics
 	cacheHits    prometheus.Counter
-	cacheControl string
+	cacheControl []string // one shared header value
 	limits       *limits
 	retryBackoff time.Duration
 }
@@ -172,7 +172,7 @@ func New(opts Options) (*Proxy, error) {
 	if ttl <= 0 {
 		ttl = 24 * time.Hour
 	}
-	p.cacheControl = maxAge(int64(ttl / time.Second))
+	p.cacheControl = []string{maxAge(int64(ttl / time.Second))}
 	p.retryBackoff = opts.RetryBackoff
 	if p.retryBackoff <= 0 {
 		p.retryBackoff = 200 * time.Millisecond

@@ -41,7 +41,7 @@ func (p *Proxy) serveQRCode(w http.ResponseWriter, r *http.Request, a *app) {
 		return
 	}
 	h := w.Header()
-	h.Set("Cache-Control", p.cacheControl)
+	h["Cache-Control"] = p.cacheControl
 	if etagMatches(r.Header.Get("If-None-Match"), res.entry.ETag) {
 		h.Set("Etag", res.entry.ETag)
 		h.Set("Cache-Status", res.cacheStatus)

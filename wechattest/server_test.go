@@ -207,7 +207,7 @@ func TestCodeImagesAreRealQRCodes(t *testing.T) {
 	if want := CodeText("/wxa/getwxacodeunlimit", url.Values{"scene": {"id=1"}, "page": {"pages/a"}, "env": {""}, "w": {"430"}}); text != want || format != "jpeg" {
 		t.Errorf("decoded %q (%s), want %q (jpeg)", text, format, want)
 	}
-	_, h, b2 := call(t, "POST", u, `{"scene":"id=1","page":"pages/a"}`)
+	_, _, b2 := call(t, "POST", u, `{"scene":"id=1","page":"pages/a"}`)
 	if !bytes.Equal(b, b2) {
 		t.Error("the same request drew different bytes")
 	}
