@@ -54,10 +54,7 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 		p.proxyBuffered(w, r, c, body)
 		return
 	}
-	// A body seen before, byte for byte, names its code without being
-	// parsed again: the common case of a page asking for the same code.
-	raw := rawCodeKey(c.app.id, c.path, body)
-	if key, ok := p.aliases.get(raw); ok {
+	if key, ok := p.aliases.get(c.app.id, c.path, body); ok {
 		if e, ok := p.cache.Get(key); ok {
 			p.cacheHits.Inc()
 			writeImage(w, codeResult{entry: e, cacheStatus: cacheStatusHit}, false)
@@ -70,7 +67,7 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 		return
 	}
 	key := codeKey(c.app.id, c.path, canonical)
-	p.aliases.put(raw, key)
+	p.aliases.put(c.app.id, c.path, body, key)
 	res, err := p.code(r.Context(), c, key, body, r.Header.Get("Content-Type"))
 	if err != nil {
 		writeError(w, err)
@@ -83,55 +80,70 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 
 // codeKey is the cache key of a code: app, endpoint and canonical request.
 func codeKey(appID, endpoint string, canonical []byte) cache.Key {
-	return hashKey("", appID, endpoint, canonical)
-}
-
-// rawCodeKey identifies a request by its exact bytes; aliases maps it to
-// the canonical key once the body has been validated. Its own domain keeps
-// it apart from every canonical key.
-func rawCodeKey(appID, endpoint string, body []byte) cache.Key {
-	return hashKey("raw", appID, endpoint, body)
-}
-
-func hashKey(domain, appID, endpoint string, body []byte) cache.Key {
 	h := sha256.New()
-	for _, part := range []string{domain, appID, endpoint} {
+	for _, part := range []string{appID, endpoint} {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}
-	h.Write(body)
+	h.Write(canonical)
 	var k cache.Key
 	h.Sum(k[:0])
 	return k
 }
 
-// aliasTable remembers which canonical key a valid raw body stands for. It
-// holds only a pure function of the bytes, so an entry is never wrong, and
-// it starts over when full, so it stays bounded.
+// aliasTable remembers which canonical key a valid raw body stands for, so
+// a body seen before, byte for byte, is neither parsed nor hashed again: the
+// common case of a page asking for the same code. Bodies are compared in
+// full and the key is a pure function of them, so an entry is never wrong;
+// the table starts over when it holds maxBytes, so it stays bounded.
 type aliasTable struct {
-	mu  sync.RWMutex
-	m   map[cache.Key]cache.Key
-	max int
+	mu       sync.RWMutex
+	m        map[aliasScope]map[string]cache.Key
+	bytes    int
+	maxBytes int
 }
 
-func newAliasTable(max int) *aliasTable {
-	return &aliasTable{m: make(map[cache.Key]cache.Key), max: max}
+type aliasScope struct{ app, endpoint string }
+
+const (
+	// maxAliasBody: a code request weighs about a hundred bytes; a larger
+	// one is canonicalized every time rather than held.
+	maxAliasBody = 1 << 10
+	// aliasOverhead approximates what an entry costs beyond its body.
+	aliasOverhead = 96
+)
+
+func newAliasTable(maxBytes int) *aliasTable {
+	return &aliasTable{m: make(map[aliasScope]map[string]cache.Key), maxBytes: maxBytes}
 }
 
-func (t *aliasTable) get(raw cache.Key) (cache.Key, bool) {
+func (t *aliasTable) get(app, endpoint string, body []byte) (cache.Key, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	k, ok := t.m[raw]
+	k, ok := t.m[aliasScope{app, endpoint}][string(body)]
 	return k, ok
 }
 
-func (t *aliasTable) put(raw, canonical cache.Key) {
+func (t *aliasTable) put(app, endpoint string, body []byte, canonical cache.Key) {
+	if len(body) > maxAliasBody {
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.m) >= t.max {
+	if t.bytes+len(body)+aliasOverhead > t.maxBytes {
 		clear(t.m)
+		t.bytes = 0
 	}
-	t.m[raw] = canonical
+	scope := aliasScope{app, endpoint}
+	bodies := t.m[scope]
+	if bodies == nil {
+		bodies = make(map[string]cache.Key)
+		t.m[scope] = bodies
+	}
+	if _, ok := bodies[string(body)]; !ok {
+		t.bytes += len(body) + aliasOverhead
+		bodies[string(body)] = canonical
+	}
 }
 
 // codeResult is one caller's answer: the image and how it was obtained.
@@ -259,8 +271,8 @@ func (p *Proxy) fetchCode(ctx context.Context, c *call, body []byte, contentType
 	if resp.StatusCode != http.StatusOK {
 		return nil, &upstreamStatusError{status: resp.StatusCode}
 	}
-	img, err := io.ReadAll(io.LimitReader(resp.Body, maxImageBytes+1))
-	if err != nil || (resp.ContentLength >= 0 && int64(len(img)) != resp.ContentLength) {
+	img, err := readImage(resp)
+	if err != nil {
 		outcome("broken_image")
 		return nil, errBrokenImage
 	}
@@ -278,6 +290,33 @@ func (p *Proxy) fetchCode(ctx context.Context, c *call, body []byte, contentType
 		numUsed: resp.Header.Get("Num-Used"),
 	}, nil
 }
+
+// readImage reads an upstream body into a buffer of exactly its length.
+// The cache charges an entry len(body); the slack io.ReadAll's growth
+// leaves behind (a quarter of it, or more) would be memory held but never
+// counted.
+func readImage(resp *http.Response) ([]byte, error) {
+	if n := resp.ContentLength; n >= 0 {
+		if n > maxImageBytes {
+			return nil, errImageTooLarge
+		}
+		img := make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, img); err != nil {
+			return nil, err
+		}
+		return img, nil
+	}
+	img, err := io.ReadAll(io.LimitReader(resp.Body, maxImageBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(img) > maxImageBytes {
+		return nil, errImageTooLarge
+	}
+	return append(make([]byte, 0, len(img)), img...), nil
+}
+
+var errImageTooLarge = errors.New("proxy: upstream image larger than " + strconv.Itoa(maxImageBytes) + " bytes")
 
 var errBrokenImage = &wechatError{Status: http.StatusBadGateway, Errcode: errcodeSystem,
 	Errmsg: "system error: WeChat sent a broken image (wxa-sidecar)"}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxa-sidecar/wxa-sidecar/cache"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
@@ -363,5 +364,94 @@ func TestQRCodeListenerServesOnlyQRCode(t *testing.T) {
 	}
 	if got := h.fake.Calls("/cgi-bin/getcallbackip"); got != 0 {
 		t.Errorf("the qrcode port forwarded an API call")
+	}
+}
+
+func TestImageBufferIsExactlyItsLength(t *testing.T) {
+	img := bytes.Repeat([]byte{0xAB}, 50_000)
+	for _, framing := range []string{"content-length", "chunked"} {
+		t.Run(framing, func(t *testing.T) {
+			url := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if framing == "content-length" {
+					w.Header().Set("Content-Length", fmt.Sprint(len(img)))
+				}
+				for b := img; len(b) > 0; b = b[min(len(b), 4096):] {
+					w.Write(b[:min(len(b), 4096)])
+					w.(http.Flusher).Flush()
+				}
+			}))
+			resp, err := http.Get(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if want := framing == "chunked"; (resp.ContentLength < 0) != want {
+				t.Fatalf("ContentLength %d: the server did not frame as %s", resp.ContentLength, framing)
+			}
+			got, err := readImage(resp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, img) {
+				t.Fatal("readImage changed the bytes")
+			}
+			// The cache charges len(body): any spare capacity is memory it
+			// never counts.
+			if cap(got) != len(got) {
+				t.Errorf("cap %d for %d bytes", cap(got), len(got))
+			}
+		})
+	}
+}
+
+// The same bytes name different codes for different apps and endpoints;
+// the raw-body shortcut must keep them apart.
+func TestSameBodyForAnotherAppOrEndpointMisses(t *testing.T) {
+	appA, appB := "wxaaaaaaaaaaaaaaaa", "wxbbbbbbbbbbbbbbbb"
+	h := newHarness(t, harnessOptions{cache: true, apps: map[string]string{
+		appA: "secret-a-0000000000000000000000a", appB: "secret-b-0000000000000000000000b"}})
+	body := `{"path":"pages/a/b","width":430}`
+	steps := []struct {
+		app, endpoint, want string
+	}{
+		{appA, pathWxacode, cacheStatusStored},
+		{appA, pathWxacode, cacheStatusHit},
+		{appB, pathWxacode, cacheStatusStored},
+		{appA, pathQRCode, cacheStatusStored},
+		{appB, pathWxacode, cacheStatusHit},
+		{appA, pathQRCode, cacheStatusHit},
+	}
+	for i, s := range steps {
+		resp := h.postJSON("/apps/"+s.app+s.endpoint, body)
+		if got := resp.header.Get("Cache-Status"); got != s.want {
+			t.Errorf("step %d (%s %s): Cache-Status %q, want %q", i, s.app, s.endpoint, got, s.want)
+		}
+	}
+	if got := h.fake.Calls(pathWxacode) + h.fake.Calls(pathQRCode); got != 3 {
+		t.Errorf("%d upstream calls, want 3: one per app and endpoint", got)
+	}
+}
+
+func TestAliasTableStaysBounded(t *testing.T) {
+	const maxBytes = 4 << 10
+	table := newAliasTable(maxBytes)
+	key := func(i int) cache.Key { return cache.Key{byte(i), byte(i >> 8)} }
+	for i := range 1000 {
+		table.put("wxapp", pathUnlimited, fmt.Appendf(nil, `{"scene":"%d"}`, i), key(i))
+		if table.bytes > maxBytes {
+			t.Fatalf("after %d bodies the table holds %d bytes, over %d", i+1, table.bytes, maxBytes)
+		}
+	}
+	last := fmt.Appendf(nil, `{"scene":"%d"}`, 999)
+	if k, ok := table.get("wxapp", pathUnlimited, last); !ok || k != key(999) {
+		t.Errorf("the newest body is not found (%v, %v)", k, ok)
+	}
+	if _, ok := table.get("wxother", pathUnlimited, last); ok {
+		t.Error("a body was found under another app")
+	}
+	large := append([]byte(`{"scene":"x","pad":"`), bytes.Repeat([]byte("y"), maxAliasBody)...)
+	table.put("wxapp", pathUnlimited, large, key(1))
+	if _, ok := table.get("wxapp", pathUnlimited, large); ok {
+		t.Error("a body over maxAliasBody was held")
 	}
 }

@@ -167,7 +167,7 @@ func New(opts Options) (*Proxy, error) {
 		p.cache = noCache{}
 	}
 	// 64 bytes an alias: 64k of them is 4 MiB plus the map's overhead.
-	p.aliases = newAliasTable(1 << 16)
+	p.aliases = newAliasTable(8 << 20)
 	ttl := opts.CacheTTL
 	if ttl <= 0 {
 		ttl = 24 * time.Hour
