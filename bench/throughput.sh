@@ -10,6 +10,9 @@
 # Optional columns, measured in the same rounds:
 #   nginx   when nginx is installed (NGINX=0 leaves it out): proxy_cache keyed
 #           on the POST body, in front of the sidecar, one worker on core 0.
+#   bare-hdr  with LIKE_SIDECAR=1: bench/bare -like-sidecar, the same bytes
+#           with a sidecar hit's headers and server timeouts: what the HTTP
+#           alone costs, apart from the sidecar's own work.
 #   bare2   with CALIBRATE=1: a second bare server, the same binary. Its ratio
 #           to bare is the method's own noise: what "1.0" looks like here.
 #
@@ -35,7 +38,7 @@ trap cleanup EXIT
 go build -o "$work/wxa-sidecar" .
 go build -o "$work/bare" ./bench/bare
 
-api=127.0.0.1:18080 admin=127.0.0.1:18102 bare=127.0.0.1:18090 bare2=127.0.0.1:18091 nginx=127.0.0.1:18070
+api=127.0.0.1:18080 admin=127.0.0.1:18102 bare=127.0.0.1:18090 bare2=127.0.0.1:18091 bare3=127.0.0.1:18092 nginx=127.0.0.1:18070
 # This width makes the fake WeChat's image about 50 KB.
 body='{"scene":"bench-50k","page":"pages/index/index","width":345}'
 
@@ -52,6 +55,11 @@ echo "image: $(stat -c %s "$work/image") bytes; second request: $status"
 names=(sidecar bare) urls=("http://$api/wxa/getwxacodeunlimit" "http://$bare/")
 GOMAXPROCS=1 taskset -c 0 "$work/bare" -addr $bare -file "$work/image" &
 pids=("$sidecar_pid" "$!")
+
+if [[ ${LIKE_SIDECAR:-0} == 1 ]]; then
+  GOMAXPROCS=1 taskset -c 0 "$work/bare" -addr $bare3 -like-sidecar -file "$work/image" &
+  names+=(bare-hdr) urls+=("http://$bare3/") pids+=("$!")
+fi
 
 if [[ ${CALIBRATE:-0} == 1 ]]; then
   GOMAXPROCS=1 taskset -c 0 "$work/bare" -addr $bare2 -file "$work/image" &
