@@ -274,7 +274,7 @@ func (p *Proxy) fetchCode(ctx context.Context, c *call, body []byte, contentType
 	img, err := readImage(resp)
 	if err != nil {
 		outcome("broken_image")
-		return nil, errBrokenImage
+		return nil, fmt.Errorf("%w: %w", errBrokenImage, err)
 	}
 	if bytes.HasPrefix(bytes.TrimSpace(img), []byte("{")) {
 		// An errcode answer, whatever its Content-Type says.
@@ -282,7 +282,7 @@ func (p *Proxy) fetchCode(ctx context.Context, c *call, body []byte, contentType
 	}
 	if !isWholeImage(img) {
 		outcome("broken_image")
-		return nil, errBrokenImage
+		return nil, fmt.Errorf("%w: %d bytes that are not a whole JPEG or PNG", errBrokenImage, len(img))
 	}
 	outcome("ok")
 	return &flight{

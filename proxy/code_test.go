@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -453,5 +454,19 @@ func TestAliasTableStaysBounded(t *testing.T) {
 	table.put("wxapp", pathUnlimited, large, key(1))
 	if _, ok := table.get("wxapp", pathUnlimited, large); ok {
 		t.Error("a body over maxAliasBody was held")
+	}
+}
+
+// A refused image is an error to the caller and a reason in the log.
+func TestBrokenImageLogSaysWhy(t *testing.T) {
+	h := newHarness(t, harnessOptions{cache: true})
+	h.fake.FailNext(pathUnlimited, 2, wechattest.FaultTruncatedImage)
+	resp := h.postJSON(pathUnlimited, `{"scene":"truncated"}`)
+	if resp.status != http.StatusBadGateway || resp.errcode() != errcodeSystem {
+		t.Fatalf("status %d errcode %d, want 502 and %d", resp.status, resp.errcode(), errcodeSystem)
+	}
+	logs := h.logs.String()
+	if !strings.Contains(logs, "code fetch failed") || !strings.Contains(logs, "broken image (wxa-sidecar): unexpected EOF") {
+		t.Errorf("the log does not say why the image was refused:\n%s", logs)
 	}
 }
