@@ -46,6 +46,8 @@ GOMAXPROCS=1 LISTEN_ADDR=$api ADMIN_ADDR=$admin LOG_LEVEL=warn \
   taskset -c 0 "$work/wxa-sidecar" --demo >/dev/null 2>"$work/sidecar.log" &
 sidecar_pid=$!
 for _ in $(seq 50); do curl -fs "http://$admin/readyz" >/dev/null && break; sleep 0.1; done
+# Something else on these ports would answer in its place.
+kill -0 "$sidecar_pid" 2>/dev/null || { echo "the sidecar did not start:" >&2; cat "$work/sidecar.log" >&2; exit 1; }
 
 # Warm the cache, and keep the exact bytes for the bare server.
 curl -fsS -o "$work/image" -X POST "http://$api/wxa/getwxacodeunlimit" -d "$body"

@@ -292,13 +292,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) string {
 func (p *Proxy) appFromPrefix(urlPath string) (*app, string, error) {
 	// Cleaning first means "..", "." and "//" can neither escape
 	// ALLOWED_PATHS nor reach WeChat in a form we did not check.
-	if !strings.HasPrefix(urlPath, "/") {
-		urlPath = "/" + urlPath
-	}
-	cleaned := path.Clean(urlPath)
-	if strings.HasSuffix(urlPath, "/") && cleaned != "/" {
-		cleaned += "/"
-	}
+	cleaned := cleanPath(urlPath)
 	rest, ok := strings.CutPrefix(cleaned, "/apps/")
 	if !ok {
 		return nil, cleaned, nil
@@ -310,6 +304,24 @@ func (p *Proxy) appFromPrefix(urlPath string) (*app, string, error) {
 			Errmsg: "invalid appid: wxa-sidecar does not manage app " + quoteShort(id)}
 	}
 	return a, "/" + apiPath, nil
+}
+
+// cleanPath is path.Clean that keeps a trailing slash and roots the path.
+// Nearly every path arrives clean, and saying so is cheaper than Clean.
+func cleanPath(urlPath string) string {
+	if strings.HasPrefix(urlPath, "/") && !strings.Contains(urlPath, "//") && !strings.Contains(urlPath, "/.") {
+		// No empty, "." or ".." element: Clean would change nothing but a
+		// trailing slash, which is kept anyway.
+		return urlPath
+	}
+	if !strings.HasPrefix(urlPath, "/") {
+		urlPath = "/" + urlPath
+	}
+	cleaned := path.Clean(urlPath)
+	if strings.HasSuffix(urlPath, "/") && cleaned != "/" {
+		cleaned += "/"
+	}
+	return cleaned
 }
 
 // appFromToken picks the app when the path does not name one: the app that

@@ -6,6 +6,7 @@ import (
 	"mime/multipart"
 	"net"
 	"net/http"
+	"path"
 	"strings"
 	"sync"
 	"testing"
@@ -396,4 +397,27 @@ func TestWeChatErrorsReachCallerUnchanged(t *testing.T) {
 	if !strings.Contains(string(resp.body), "rid") {
 		t.Errorf("body %s is not WeChat's own", resp.body)
 	}
+}
+
+// FuzzCleanPath holds cleanPath's fast path to what path.Clean makes of the
+// same path: the ALLOWED_PATHS check and the upstream URL rest on it.
+func FuzzCleanPath(f *testing.F) {
+	for _, seed := range []string{"/wxa/getwxacodeunlimit", "/", "", "wxa/x", "/a//b", "/a/./b", "/a/../b",
+		"/a/..", "/a/.", "/.well-known/x", "/a/b/", "/apps/wx1/../../cgi-bin/token", "/a/.b/", "//", "/..",
+		"/a..b/c.", "/apps/wx1/qrcode/"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, urlPath string) {
+		rooted := urlPath
+		if !strings.HasPrefix(rooted, "/") {
+			rooted = "/" + rooted
+		}
+		want := path.Clean(rooted)
+		if strings.HasSuffix(rooted, "/") && want != "/" {
+			want += "/"
+		}
+		if got := cleanPath(urlPath); got != want {
+			t.Fatalf("cleanPath(%q) = %q, path.Clean makes %q", urlPath, got, want)
+		}
+	})
 }
