@@ -23,6 +23,13 @@ go build -o "$work/wxa-sidecar" .
 go build -o "$work/bare" ./bench/bare
 
 api=127.0.0.1:18080 admin=127.0.0.1:18102 bare=127.0.0.1:18090 bare3=127.0.0.1:18092
+# A server already listening on one of these would be measured in ours' place.
+for addr in $api $admin $bare $bare3; do
+  if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
+    echo "$addr is taken: stop what listens there first" >&2
+    exit 1
+  fi
+done
 body='{"scene":"bench-50k","page":"pages/index/index","width":345}'
 cg() { # name, command...
   local name=$1
@@ -37,7 +44,7 @@ declare -A pids
 
 LISTEN_ADDR=$api ADMIN_ADDR=$admin LOG_LEVEL=warn cg sidecar "$work/wxa-sidecar" --demo
 for _ in $(seq 300); do curl -fs "http://$admin/readyz" >/dev/null && break; sleep 0.1; done
-# Something else on these ports would answer in its place.
+# A sidecar that failed to start: its log says why.
 kill -0 "${pids[sidecar]}" 2>/dev/null || { echo "the sidecar did not start:" >&2; cat "$work/sidecar.log" >&2; exit 1; }
 # The miss makes the fake draw the image, slowly under valgrind.
 curl -fsS -m 120 -o "$work/image" -X POST "http://$api/wxa/getwxacodeunlimit" -d "$body"

@@ -39,6 +39,13 @@ go build -o "$work/wxa-sidecar" .
 go build -o "$work/bare" ./bench/bare
 
 api=127.0.0.1:18080 admin=127.0.0.1:18102 bare=127.0.0.1:18090 bare2=127.0.0.1:18091 bare3=127.0.0.1:18092 nginx=127.0.0.1:18070
+# A server already listening on one of these would be measured in ours' place.
+for addr in $api $admin $bare $bare2 $bare3 $nginx; do
+  if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
+    echo "$addr is taken: stop what listens there first" >&2
+    exit 1
+  fi
+done
 # This width makes the fake WeChat's image about 50 KB.
 body='{"scene":"bench-50k","page":"pages/index/index","width":345}'
 
@@ -46,7 +53,7 @@ GOMAXPROCS=1 LISTEN_ADDR=$api ADMIN_ADDR=$admin LOG_LEVEL=warn \
   taskset -c 0 "$work/wxa-sidecar" --demo >/dev/null 2>"$work/sidecar.log" &
 sidecar_pid=$!
 for _ in $(seq 50); do curl -fs "http://$admin/readyz" >/dev/null && break; sleep 0.1; done
-# Something else on these ports would answer in its place.
+# A sidecar that failed to start: its log says why.
 kill -0 "$sidecar_pid" 2>/dev/null || { echo "the sidecar did not start:" >&2; cat "$work/sidecar.log" >&2; exit 1; }
 
 # Warm the cache, and keep the exact bytes for the bare server.

@@ -309,13 +309,13 @@ func (p *Proxy) appFromPrefix(urlPath string) (*app, string, error) {
 // cleanPath is path.Clean that keeps a trailing slash and roots the path.
 // Nearly every path arrives clean, and saying so is cheaper than Clean.
 func cleanPath(urlPath string) string {
-	if strings.HasPrefix(urlPath, "/") && !strings.Contains(urlPath, "//") && !strings.Contains(urlPath, "/.") {
+	if !strings.HasPrefix(urlPath, "/") {
+		urlPath = "/" + urlPath
+	}
+	if !strings.Contains(urlPath, "//") && !strings.Contains(urlPath, "/.") {
 		// No empty, "." or ".." element: Clean would change nothing but a
 		// trailing slash, which is kept anyway.
 		return urlPath
-	}
-	if !strings.HasPrefix(urlPath, "/") {
-		urlPath = "/" + urlPath
 	}
 	cleaned := path.Clean(urlPath)
 	if strings.HasSuffix(urlPath, "/") && cleaned != "/" {
