@@ -74,7 +74,8 @@ func (p *Proxy) qrcodeError(w http.ResponseWriter, err error) {
 	}
 	status := http.StatusBadGateway
 	switch errcode {
-	case 40129, 40169, 41030, 40097, errcodeDataFormat, 85096, errcodeInvalidAppID:
+	case errcodeSceneChars, errcodeSceneLength, errcodeInvalidPage, errcodeInvalidArgs, errcodeDataFormat,
+		errcodeScancodeTime, errcodeInvalidAppID:
 		status = http.StatusBadRequest
 	case errcodeMinuteQuota, errcodeDailyQuota, errcodeLifetimeQuota:
 		status = http.StatusTooManyRequests

@@ -38,6 +38,8 @@ const (
 	errcodeInvalidArgs = 40097
 	errcodeInvalidPath = 40159
 	errcodeInvalidURL  = 40066
+	// errcodeScancodeTime: scancode_time is a field WeChat reserves.
+	errcodeScancodeTime = 85096
 )
 
 // refuse builds the requestError for errcode with WeChat's own errmsg, so a
