@@ -47,6 +47,23 @@ type Options struct {
 	ClassicGrace time.Duration
 	// Now is the clock of token expiry, rollover and force limits.
 	Now func() time.Time
+
+	// The misbehaving upstreams below are what a hostile network or a
+	// broken WeChat could send; the demo and every test can turn them on.
+
+	// TokenRedirect, when set, makes both token endpoints answer 307 with
+	// Location TokenRedirect+path?query (307 asks a client to re-POST the
+	// body, secret included, to that host).
+	TokenRedirect string
+	// TokenExpiresIn, when not 0, is the expires_in every token answer
+	// reports (e.g. 9300000000, beyond time.Duration), whatever the token's
+	// real lifetime.
+	TokenExpiresIn int64
+	// LifetimeCap, when > 0, is the number of distinct getwxacode and
+	// createwxaqrcode parameter sets an app may generate; past it, new
+	// parameters get 45029 while those generated before are still served,
+	// as WeChat does.
+	LifetimeCap int
 }
 
 // Fault is a way for the next calls to fail.
@@ -64,6 +81,17 @@ const (
 	FaultDropConnection
 	// FaultErrcodeAsImage answers errcode JSON labelled image/jpeg.
 	FaultErrcodeAsImage
+	// FaultCorruptJPEG answers a body that starts FF D8 FF and ends FF D9,
+	// as a JPEG does, with garbage between: whole by its markers, but not
+	// decodable.
+	FaultCorruptJPEG
+	// FaultHugeDimensions answers a small, well-formed JPEG header that
+	// declares 65000x65000 pixels: a decoder that trusts it allocates
+	// gigabytes.
+	FaultHugeDimensions
+	// FaultRedirect answers 302 with Location set by FailNextRedirect (a
+	// host of the test's choosing).
+	FaultRedirect
 )
 
 // Request is what the fake saw of one call.
@@ -108,10 +136,12 @@ type tokenInfo struct {
 }
 
 type pendingFault struct {
-	path    string
-	n       int
-	fault   Fault
-	errcode int
+	path        string
+	n           int
+	fault       Fault
+	errcode     int
+	contentType string // of an errcode answer; default WeChat's
+	location    string // of FaultRedirect
 }
 
 // NewServer starts a fake on 127.0.0.1.
@@ -181,6 +211,23 @@ func (s *Server) FailNextErrcode(path string, n int, errcode int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults = append(s.faults, pendingFault{path: path, n: n, errcode: errcode})
+}
+
+// FailNextErrcodeAs is FailNextErrcode with the answer labelled
+// contentType, as older WeChat answers were (text/plain,
+// application/json:UTF-8) or as a broken one might be (image/jpeg).
+func (s *Server) FailNextErrcodeAs(path string, n int, errcode int, contentType string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, pendingFault{path: path, n: n, errcode: errcode, contentType: contentType})
+}
+
+// FailNextRedirect makes the next n calls to path ("" for any) answer 302
+// Found with Location location.
+func (s *Server) FailNextRedirect(path string, n int, location string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, pendingFault{path: path, n: n, fault: FaultRedirect, location: location})
 }
 
 // Calls is the number of calls received on path, failed ones included.
@@ -262,6 +309,11 @@ func (s *Server) takeFault(path string) *pendingFault {
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, f *pendingFault, body []byte) {
 	if f.errcode != 0 {
+		if f.contentType != "" {
+			w.Header().Set("Content-Type", f.contentType)
+			fmt.Fprintf(w, `{"errcode":%d,"errmsg":"%s rid: %s"}`, f.errcode, errmsgs[f.errcode], rid())
+			return
+		}
 		writeErr(w, f.errcode, errmsgs[f.errcode])
 		return
 	}
@@ -284,6 +336,14 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, f *pendingFault, b
 		w.Write(img[:len(img)/2])
 		// Returning short of Content-Length makes net/http close the
 		// connection: the client sees an unexpected EOF.
+	case FaultCorruptJPEG:
+		img := append([]byte{0xFF, 0xD8, 0xFF, 0xE0}, bytes.Repeat([]byte("not a jpeg scan "), 64)...)
+		img = append(img, 0xFF, 0xD9)
+		writeImage(w, img)
+	case FaultHugeDimensions:
+		writeImage(w, hugeJPEGHeader(65000, 65000))
+	case FaultRedirect:
+		http.Redirect(w, r, f.location, http.StatusFound)
 	case FaultDropConnection:
 		if hj, ok := w.(http.Hijacker); ok {
 			if conn, _, err := hj.Hijack(); err == nil {
@@ -298,6 +358,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, f *pendingFault, b
 type handlerFunc func(w http.ResponseWriter, r *http.Request, body []byte)
 
 func (s *Server) route(path string) (handlerFunc, bool) {
+	if s.opts.TokenRedirect != "" && (path == "/cgi-bin/token" || path == "/cgi-bin/stable_token") {
+		return s.redirectToken, true
+	}
 	switch path {
 	case "/cgi-bin/token":
 		return s.classicToken, true
@@ -395,7 +458,26 @@ func (s *Server) classicToken(w http.ResponseWriter, r *http.Request, _ []byte) 
 		prev.diesAt = now.Add(s.opts.ClassicGrace)
 	}
 	a.classic = s.issue(q.Get("appid"), now)
-	writeJSON(w, map[string]any{"access_token": a.classic.value, "expires_in": int(s.opts.TokenTTL / time.Second)})
+	writeJSON(w, map[string]any{"access_token": a.classic.value, "expires_in": s.expiresIn(a.classic, now)})
+}
+
+// redirectToken sends a token fetch, secret and all, elsewhere: what a
+// hijacked DNS name or a compromised egress proxy could answer.
+func (s *Server) redirectToken(w http.ResponseWriter, r *http.Request, _ []byte) {
+	target := s.opts.TokenRedirect + r.URL.Path
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery
+	}
+	w.Header().Set("Location", target)
+	w.WriteHeader(http.StatusTemporaryRedirect)
+}
+
+// expiresIn is what a token answer reports as its remaining lifetime.
+func (s *Server) expiresIn(t *tokenInfo, now time.Time) int64 {
+	if s.opts.TokenExpiresIn != 0 {
+		return s.opts.TokenExpiresIn
+	}
+	return int64(t.expiry.Sub(now) / time.Second)
 }
 
 // stableRollover is the last part of a stable token's life in which a
@@ -458,8 +540,7 @@ func (s *Server) stableToken(w http.ResponseWriter, r *http.Request, body []byte
 		// The old one, if alive, keeps working until its own expiry.
 		a.stable = s.issue(req.AppID, now)
 	}
-	remaining := int(a.stable.expiry.Sub(now) / time.Second)
-	writeJSON(w, map[string]any{"access_token": a.stable.value, "expires_in": remaining})
+	writeJSON(w, map[string]any{"access_token": a.stable.value, "expires_in": s.expiresIn(a.stable, now)})
 }
 
 func (s *Server) jscode2session(w http.ResponseWriter, r *http.Request, _ []byte) {
@@ -502,19 +583,48 @@ func (s *Server) code(w http.ResponseWriter, r *http.Request, body []byte, appID
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", "image/jpeg") // even for a PNG, as WeChat does
-	h.Set("Content-Disposition", ContentDisposition)
-	h.Set("Content-Length", strconv.Itoa(len(img)))
 	if r.URL.Path != "/wxa/getwxacodeunlimit" {
 		s.mu.Lock()
 		a := s.apps[appID]
+		if !a.codes[params] && s.opts.LifetimeCap > 0 && len(a.codes) >= s.opts.LifetimeCap {
+			// Past the cap only new parameters are refused; codes made
+			// before are still served, and not counted again.
+			s.mu.Unlock()
+			writeErr(w, 45029, errmsgs[45029])
+			return
+		}
 		a.codes[params] = true
 		used := len(a.codes)
 		s.mu.Unlock()
 		h.Set("Num-Used", strconv.Itoa(used))
 	}
+	writeImage(w, img)
+}
+
+// writeImage answers img with WeChat's image headers.
+func writeImage(w http.ResponseWriter, img []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "image/jpeg") // even for a PNG, as WeChat does
+	h.Set("Content-Disposition", ContentDisposition)
+	h.Set("Content-Length", strconv.Itoa(len(img)))
 	w.WriteHeader(http.StatusOK)
 	w.Write(img)
+}
+
+// hugeJPEGHeader is the start of a baseline JPEG declaring width x height:
+// SOI, a quantization table, SOF0, a Huffman table pair, SOS, a few bytes
+// of scan and EOI. DecodeConfig reports its size without allocating it.
+func hugeJPEGHeader(width, height int) []byte {
+	b := []byte{0xFF, 0xD8}
+	dqt := append([]byte{0xFF, 0xDB, 0x00, 0x43, 0x00}, bytes.Repeat([]byte{1}, 64)...)
+	b = append(b, dqt...)
+	b = append(b, 0xFF, 0xC0, 0x00, 0x0B, 0x08, byte(height>>8), byte(height), byte(width>>8), byte(width), 0x01, 0x01, 0x11, 0x00)
+	// DC and AC tables with one code each.
+	b = append(b, 0xFF, 0xC4, 0x00, 0x14, 0x00, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+	b = append(b, 0xFF, 0xC4, 0x00, 0x14, 0x10, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+	b = append(b, 0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00)
+	b = append(b, bytes.Repeat([]byte{0x00}, 64)...)
+	return append(b, 0xFF, 0xD9)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -546,6 +656,8 @@ var errmsgs = map[int]string{
 	45009: "reach max api daily quota limit",
 	45011: "api minute-quota reach limit, mustslower retry next minute",
 	45029: "max code count reached",
+	45063: "no permission to generate",
+	61004: "access clientip is not registered",
 	47001: "data format error",
 	48001: "api unauthorized",
 	85096: "not allow include scancode_time field",

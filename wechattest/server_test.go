@@ -295,3 +295,83 @@ func TestLatencyRespectsCancellation(t *testing.T) {
 		t.Error("the delayed call was not counted")
 	}
 }
+
+func TestMisbehavingUpstreams(t *testing.T) {
+	t.Run("token redirect", func(t *testing.T) {
+		s := NewServer(Options{TokenRedirect: "http://127.0.0.2:9"})
+		t.Cleanup(s.Close)
+		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := client.Post(s.URL+"/cgi-bin/stable_token", "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTemporaryRedirect || resp.Header.Get("Location") != "http://127.0.0.2:9/cgi-bin/stable_token" {
+			t.Errorf("got %d %q, want 307 to the other host", resp.StatusCode, resp.Header.Get("Location"))
+		}
+	})
+	t.Run("huge expires_in", func(t *testing.T) {
+		s := NewServer(Options{TokenExpiresIn: 9300000000})
+		t.Cleanup(s.Close)
+		_, _, b := call(t, "GET", s.URL+"/cgi-bin/token?grant_type=client_credential&appid="+DemoAppID+"&secret="+DemoSecret, "")
+		if got := field(t, b, "expires_in"); got != float64(9300000000) {
+			t.Errorf("expires_in %v, want 9300000000", got)
+		}
+	})
+	t.Run("lifetime cap is per parameter set", func(t *testing.T) {
+		s := NewServer(Options{LifetimeCap: 1})
+		t.Cleanup(s.Close)
+		tok := classic(t, s)
+		u := s.URL + "/wxa/getwxacode?access_token=" + tok
+		if status, _, b := call(t, "POST", u, `{"path":"a"}`); status != 200 || !bytes.HasPrefix(b, []byte{0xFF, 0xD8}) {
+			t.Fatalf("first code: %d %q", status, truncated(b))
+		}
+		if _, _, b := call(t, "POST", u, `{"path":"b"}`); errcode(t, b) != 45029 {
+			t.Errorf("new parameters past the cap: %s, want 45029", b)
+		}
+		if _, _, b := call(t, "POST", u, `{"path":"a"}`); !bytes.HasPrefix(b, []byte{0xFF, 0xD8}) {
+			t.Errorf("parameters made before the cap: %q, want the image", truncated(b))
+		}
+	})
+	t.Run("faults", func(t *testing.T) {
+		s, _ := newTestServer(t)
+		tok := classic(t, s)
+		u := s.URL + "/wxa/getwxacodeunlimit?access_token=" + tok
+		s.FailNext("", 1, FaultCorruptJPEG)
+		_, _, b := call(t, "POST", u, `{"scene":"x"}`)
+		if !bytes.HasPrefix(b, []byte{0xFF, 0xD8, 0xFF}) || !bytes.HasSuffix(b, []byte{0xFF, 0xD9}) {
+			t.Errorf("FaultCorruptJPEG lacks the markers: %q", truncated(b))
+		}
+		if _, _, err := image.Decode(bytes.NewReader(b)); err == nil {
+			t.Error("FaultCorruptJPEG decodes")
+		}
+		s.FailNext("", 1, FaultHugeDimensions)
+		_, _, b = call(t, "POST", u, `{"scene":"x"}`)
+		cfg, format, err := image.DecodeConfig(bytes.NewReader(b))
+		if err != nil || format != "jpeg" || cfg.Width != 65000 || cfg.Height != 65000 {
+			t.Errorf("FaultHugeDimensions: %v %s %dx%d", err, format, cfg.Width, cfg.Height)
+		}
+		s.FailNextRedirect("", 1, "http://127.0.0.2:9/elsewhere")
+		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := client.Post(u, "application/json", strings.NewReader(`{"scene":"x"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "http://127.0.0.2:9/elsewhere" {
+			t.Errorf("FaultRedirect: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		s.FailNextErrcodeAs("", 1, 45063, "application/json:UTF-8")
+		_, h, b := call(t, "POST", u, `{"scene":"x"}`)
+		if h.Get("Content-Type") != "application/json:UTF-8" || errcode(t, b) != 45063 {
+			t.Errorf("FailNextErrcodeAs: %q %s", h.Get("Content-Type"), b)
+		}
+	})
+}
+
+func truncated(b []byte) []byte {
+	if len(b) > 64 {
+		return b[:64]
+	}
+	return b
+}
