@@ -48,6 +48,12 @@ const (
 	forceRefreshSpacing  = 30 * time.Second
 )
 
+// maxExpiresIn is the longest life WeChat gives a token. A longer
+// expires_in is a broken or hostile answer; taken as is, 9 300 000 000 s
+// overflows time.Duration, the expiry lands in the past and every request
+// fetches a new token.
+const maxExpiresIn = 7200
+
 // Backoff after failed background fetches.
 const (
 	minBackoff = time.Second
@@ -63,7 +69,8 @@ type Options struct {
 	Mode Mode
 	// RefreshMargin defaults to DefaultRefreshMargin.
 	RefreshMargin time.Duration
-	// Client defaults to one with a 10-second timeout.
+	// Client defaults to one with a 10-second timeout. The manager uses a
+	// copy that never follows a redirect, whatever Client's CheckRedirect.
 	Client *http.Client
 	// Logger defaults to discarding.
 	Logger *slog.Logger
@@ -137,6 +144,12 @@ func New(opts Options) (*Manager, error) {
 	if opts.Client == nil {
 		opts.Client = &http.Client{Timeout: 10 * time.Second}
 	}
+	// Following a redirect would re-POST {"appid","secret"} to the Location
+	// host (307/308) or send the secret-bearing classic URL as Referer: a
+	// token fetch stops at the 3xx, and request reports it as a failure.
+	noRedirects := *opts.Client
+	noRedirects.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	opts.Client = &noRedirects
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -300,8 +313,24 @@ func (m *Manager) fetch(ctx context.Context, force bool) (Token, error) {
 	return t, nil
 }
 
+// RedirectError is a token fetch answered with a 3xx, which is never
+// followed. It carries the Location's host only: the whole Location may
+// hold the secret (a classic fetch's query, echoed back).
+type RedirectError struct {
+	Status       int
+	LocationHost string
+}
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("token: fetch: WeChat answered HTTP %d redirecting to host %q; token fetches never follow a redirect", e.Status, e.LocationHost)
+}
+
 // hint says what to do about a fetch error an operator sees at start.
 func hint(err error) string {
+	var re *RedirectError
+	if errors.As(err, &re) {
+		return "WECHAT_API_URL or a proxy on the way redirects token fetches elsewhere; check DNS and HTTPS_PROXY, and point WECHAT_API_URL at WeChat itself"
+	}
 	var ae *APIError
 	if !errors.As(err, &ae) {
 		return "check that WECHAT_API_URL is reachable (and HTTPS_PROXY)"
@@ -311,7 +340,8 @@ func hint(err error) string {
 		return "WECHAT_APP_ID is not a valid appid"
 	case 40125, 41004:
 		return "the app secret is wrong or missing"
-	case 40164:
+	case 40164, 61004:
+		// WeChat answers either for the same refusal.
 		return "this egress IP is not on the app's IP whitelist"
 	case 40243:
 		return "the app secret is frozen"
@@ -348,6 +378,9 @@ func (m *Manager) request(ctx context.Context, force bool) (Token, error) {
 	if err != nil {
 		return Token{}, fmt.Errorf("token: fetch: reading the answer: %w", RedactError(err))
 	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return Token{}, &RedirectError{Status: resp.StatusCode, LocationHost: locationHost(resp)}
+	}
 	if resp.StatusCode != http.StatusOK {
 		return Token{}, fmt.Errorf("token: fetch: WeChat answered HTTP %d", resp.StatusCode)
 	}
@@ -366,8 +399,25 @@ func (m *Manager) request(ctx context.Context, force bool) (Token, error) {
 	if ans.AccessToken == "" || ans.ExpiresIn <= 0 {
 		return Token{}, errors.New("token: fetch: the answer has no access_token or expires_in")
 	}
+	if ans.ExpiresIn > maxExpiresIn {
+		m.log.Warn("WeChat's expires_in is beyond a token's longest life; clamped", "expires_in", ans.ExpiresIn, "clamped_to", maxExpiresIn)
+		ans.ExpiresIn = maxExpiresIn
+	}
 	// expires_in is what is left of the token's life, not a constant.
 	return Token{Value: ans.AccessToken, Expiry: m.now().Add(time.Duration(ans.ExpiresIn) * time.Second)}, nil
+}
+
+// locationHost is the host a 3xx points to, relative Locations resolved
+// against the request; never the path or query, which may hold the secret.
+func locationHost(resp *http.Response) string {
+	u, err := resp.Location()
+	switch {
+	case errors.Is(err, http.ErrNoLocation):
+		return "(no Location)"
+	case err != nil:
+		return "(unparseable Location)"
+	}
+	return u.Host
 }
 
 // Run refreshes the token in the background until ctx is done: at once,

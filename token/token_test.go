@@ -78,8 +78,16 @@ type fixture struct {
 
 func newFixture(t *testing.T, mode Mode, mutate func(*Options)) *fixture {
 	t.Helper()
+	return newFixtureWithFake(t, mode, wechattest.Options{}, mutate)
+}
+
+// newFixtureWithFake is newFixture against a fake WeChat configured by
+// fakeOpts (its clock is always the fixture's).
+func newFixtureWithFake(t *testing.T, mode Mode, fakeOpts wechattest.Options, mutate func(*Options)) *fixture {
+	t.Helper()
 	f := &fixture{clock: newClock(), timers: newTimers(), logs: &bytes.Buffer{}}
-	f.fake = wechattest.NewServer(wechattest.Options{Now: f.clock.Now})
+	fakeOpts.Now = f.clock.Now
+	f.fake = wechattest.NewServer(fakeOpts)
 	t.Cleanup(f.fake.Close)
 	var logMu sync.Mutex
 	opts := Options{AppID: wechattest.DemoAppID, Secret: wechattest.DemoSecret, BaseURL: f.fake.URL, Mode: mode,
