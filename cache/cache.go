@@ -223,9 +223,9 @@ func (m *Memory) Close() { m.r.Close() }
 
 // Stats are the cache's counters and size, for /status and the metrics.
 type Stats struct {
-	Entries   int64  `json:"entries"`
-	Bytes     int64  `json:"bytes"`
-	MaxBytes  int64  `json:"max_bytes"`
+	Entries  int64 `json:"entries"`
+	Bytes    int64 `json:"bytes"`
+	MaxBytes int64 `json:"max_bytes"`
 	// Hits and Misses count Gets, never Peeks: one per request that looked
 	// for a code, so they match cache_requests_total (hit; miss plus
 	// collapsed).
