@@ -40,7 +40,9 @@ var (
 	midnightChina = time.Date(2026, 11, 24, 16, 0, 0, 0, time.UTC)
 )
 
-func isImage(r response) bool { return r.status == http.StatusOK && r.errcode() == 0 && len(r.body) > 0 }
+func isImage(r response) bool {
+	return r.status == http.StatusOK && r.errcode() == 0 && len(r.body) > 0
+}
 
 // Past the lifetime cap WeChat refuses only parameters it has not
 // generated before: one request's 45029 must not close the endpoint.
