@@ -52,7 +52,8 @@ type cooldown struct {
 
 // limits is the one place that decides whether a call may go upstream.
 // Its maps are keyed by app and bounded endpoint name, so they cannot grow
-// beyond apps × (known endpoints + other).
+// beyond apps × (known endpoints + other); the refusals, keyed by request,
+// are bounded by count.
 type limits struct {
 	cfg     Limits
 	now     func() time.Time
