@@ -60,8 +60,7 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 	}
 	var res codeResult
 	if key, ok := p.aliases.get(c.app.id, c.path, body); ok {
-		e, ok := p.cache.Get(key)
-		if ok {
+		if e, ok := p.cache.Get(key); ok {
 			p.cacheHits.Inc()
 			writeImage(w, codeResult{entry: e, cacheStatus: cacheStatusHit}, false)
 			return
