@@ -65,6 +65,14 @@ type Cache interface {
 	Set(k Key, e *Entry) bool
 }
 
+// Peeker is a Cache that can also look without counting the look in its
+// hit and miss figures. A request's own lookup is a Get; a second look made
+// on its behalf (the single flight's, just before the upstream call) is a
+// Peek, so each request counts once, as the proxy's metrics count it.
+type Peeker interface {
+	Peek(k Key) (*Entry, bool)
+}
+
 // Options configures a Memory cache.
 type Options struct {
 	// MaxBytes bounds the bytes held, bodies and headers included.
@@ -88,7 +96,10 @@ type Memory struct {
 	hits, misses, stored, rejected, evictions atomic.Uint64
 }
 
-var _ Cache = (*Memory)(nil)
+var (
+	_ Cache  = (*Memory)(nil)
+	_ Peeker = (*Memory)(nil)
+)
 
 // entryOverhead is what an entry costs beyond its body and headers: the
 // Entry, ristretto's item and map slot, the policy's bookkeeping.
@@ -151,6 +162,16 @@ func (m *Memory) Get(k Key) (*Entry, bool) {
 	return e, true
 }
 
+// Peek returns the entry stored for k, like Get, but counts neither a hit
+// nor a miss.
+func (m *Memory) Peek(k Key) (*Entry, bool) {
+	e, ok := m.r.Get(hashOf(&k))
+	if !ok || e.key != k {
+		return nil, false
+	}
+	return e, true
+}
+
 // cost is what an entry weighs against MaxBytes.
 func cost(e *Entry) int64 {
 	return int64(len(e.Body)+len(e.ContentType)+len(e.ContentDisposition)+len(e.ETag)) + entryOverhead
@@ -193,8 +214,8 @@ func (m *Memory) Set(k Key, e *Entry) bool {
 }
 
 func (m *Memory) has(k Key) bool {
-	e, ok := m.r.Get(hashOf(&k))
-	return ok && e.key == k
+	_, ok := m.Peek(k)
+	return ok
 }
 
 // Close stops ristretto's goroutines.
@@ -202,9 +223,12 @@ func (m *Memory) Close() { m.r.Close() }
 
 // Stats are the cache's counters and size, for /status and the metrics.
 type Stats struct {
-	Entries   int64  `json:"entries"`
-	Bytes     int64  `json:"bytes"`
-	MaxBytes  int64  `json:"max_bytes"`
+	Entries  int64 `json:"entries"`
+	Bytes    int64 `json:"bytes"`
+	MaxBytes int64 `json:"max_bytes"`
+	// Hits and Misses count Gets, never Peeks: one per request that looked
+	// for a code, so they match cache_requests_total (hit; miss plus
+	// collapsed).
 	Hits      uint64 `json:"hits"`
 	Misses    uint64 `json:"misses"`
 	Stored    uint64 `json:"stored"`

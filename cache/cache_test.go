@@ -186,3 +186,18 @@ func TestResidentMemoryStaysBounded(t *testing.T) {
 		t.Errorf("resident memory peaked at %d KiB (VmHWM %d KiB), want under %d KiB", peakKB, hwmKB, limitKB)
 	}
 }
+
+func TestPeekFindsWithoutCounting(t *testing.T) {
+	m := newMemory(t, 64<<20)
+	e := NewEntry(body(1, 1000), "image/jpeg", "")
+	m.Set(key(1), e)
+	if got, ok := m.Peek(key(1)); !ok || got.ETag != e.ETag {
+		t.Fatalf("Peek = %v, %v; want the stored entry", got, ok)
+	}
+	if _, ok := m.Peek(key(2)); ok {
+		t.Error("Peek found a key never set")
+	}
+	if s := m.Stats(); s.Hits != 0 || s.Misses != 0 {
+		t.Errorf("after two Peeks: hits %d misses %d, want 0 and 0", s.Hits, s.Misses)
+	}
+}

@@ -6,11 +6,15 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"image"
+	"image/jpeg"
+	"image/png"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
@@ -54,21 +58,26 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 		p.proxyBuffered(w, r, c, body)
 		return
 	}
+	var res codeResult
 	if key, ok := p.aliases.get(c.app.id, c.path, body); ok {
 		if e, ok := p.cache.Get(key); ok {
 			p.cacheHits.Inc()
 			writeImage(w, codeResult{entry: e, cacheStatus: cacheStatusHit}, false)
 			return
 		}
+		// The cache counted this request's miss: straight to the flight,
+		// without a second Get that would count it again.
+		res, err = p.codeMiss(r.Context(), c, key, body, r.Header.Get("Content-Type"))
+	} else {
+		canonical, cerr := canonicalCodeRequest(c.path, body)
+		if cerr != nil {
+			writeError(w, cerr)
+			return
+		}
+		key := codeKey(c.app.id, c.path, canonical)
+		p.aliases.put(c.app.id, c.path, body, key)
+		res, err = p.code(r.Context(), c, key, body, r.Header.Get("Content-Type"))
 	}
-	canonical, err := canonicalCodeRequest(c.path, body)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	key := codeKey(c.app.id, c.path, canonical)
-	p.aliases.put(c.app.id, c.path, body, key)
-	res, err := p.code(r.Context(), c, key, body, r.Header.Get("Content-Type"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -153,7 +162,8 @@ type codeResult struct {
 	numUsed     string // only for the caller whose flight spent the quota
 }
 
-// flight is what one upstream load produced, shared by its callers.
+// flight is what one upstream load produced, shared by its callers; a
+// failed flight has a leader and nothing else.
 type flight struct {
 	leader  *int // identifies the caller whose request started the flight
 	entry   *cache.Entry
@@ -161,6 +171,11 @@ type flight struct {
 	stored  bool
 	numUsed string
 }
+
+// errRefusedForGood answers, without asking WeChat again, a code request
+// WeChat refused with 45029 within CACHE_TTL.
+var errRefusedForGood = &wechatError{Status: http.StatusOK, Errcode: errcodeLifetimeQuota,
+	Errmsg: "max code count reached (wxa-sidecar: WeChat answered 45029 to this request before)"}
 
 // code returns the image for key, from the cache or from one flight shared
 // by all identical concurrent misses. body and contentType are this
@@ -170,37 +185,61 @@ func (p *Proxy) code(ctx context.Context, c *call, key cache.Key, body []byte, c
 		p.cacheHits.Inc()
 		return codeResult{entry: e, cacheStatus: cacheStatusHit}, nil
 	}
+	return p.codeMiss(ctx, c, key, body, contentType)
+}
+
+// codeMiss answers a request whose Get just missed the cache. It counts the
+// request once in cache_requests_total, as the cache counted that Get once:
+// miss if the request started the upstream call or was answered without
+// one, collapsed if it shared another request's call — whether the call
+// succeeded or not.
+func (p *Proxy) codeMiss(ctx context.Context, c *call, key cache.Key, body []byte, contentType string) (codeResult, error) {
+	if p.limits.refusedForGood(key) {
+		p.metrics.CacheRequests.WithLabelValues("miss").Inc()
+		return codeResult{}, errRefusedForGood
+	}
 	me := new(int)
+	var leading atomic.Bool
 	// The flight runs detached from this caller: one caller hanging up
 	// must not fail the others sharing it.
 	flightCtx := context.WithoutCancel(ctx)
 	ch := p.flights.DoChan(string(key[:]), func() (v any, err error) {
+		leading.Store(true)
 		defer func() {
 			// DoChan re-panics in a goroutine of its own, which would
 			// kill the process.
 			if r := recover(); r != nil {
-				err = fmt.Errorf("proxy: panic while loading a code: %v", r)
+				v, err = &flight{leader: me}, fmt.Errorf("proxy: panic while loading a code: %v", r)
 			}
 		}()
 		return p.loadCode(flightCtx, c, key, body, contentType, me)
 	})
+	count := func(collapsed bool) {
+		result := "miss"
+		if collapsed {
+			result = "collapsed"
+		}
+		p.metrics.CacheRequests.WithLabelValues(result).Inc()
+	}
 	select {
 	case <-ctx.Done():
+		count(!leading.Load())
 		return codeResult{}, ctx.Err()
 	case res := <-ch:
-		if res.Err != nil {
-			return codeResult{}, res.Err
+		f, _ := res.Val.(*flight)
+		if f == nil {
+			f = &flight{}
 		}
-		f := res.Val.(*flight)
+		// A flight whose second look found the image shared the call of
+		// the flight that stored it a moment before.
+		shared := f.leader != me || f.hit
+		count(shared)
 		switch {
-		case f.hit:
-			p.cacheHits.Inc()
-			return codeResult{entry: f.entry, cacheStatus: cacheStatusHit}, nil
-		case f.leader != me:
-			p.metrics.CacheRequests.WithLabelValues("collapsed").Inc()
+		case res.Err != nil:
+			return codeResult{}, res.Err
+		case shared:
 			return codeResult{entry: f.entry, cacheStatus: cacheStatusCollapsed}, nil
 		}
-		p.metrics.CacheRequests.WithLabelValues("miss").Inc()
 		status := cacheStatusMiss
 		if f.stored {
 			status = cacheStatusStored
@@ -211,12 +250,16 @@ func (p *Proxy) code(ctx context.Context, c *call, key cache.Key, body []byte, c
 
 // loadCode is the body of a flight: a second look in the cache, then the
 // upstream call, retried once after a short backoff if it failed in a way
-// that may pass.
+// that may pass. It returns a flight naming its leader even with an error.
 func (p *Proxy) loadCode(ctx context.Context, c *call, key cache.Key, body []byte, contentType string, leader *int) (*flight, error) {
 	// A flight that finished between our cache miss and this flight's start
 	// has stored the image already (groupcache's load() has the same look).
-	if e, ok := p.cache.Get(key); ok {
+	// The look is a Peek: the caller's own Get counted this request already.
+	if e, ok := p.peek(key); ok {
 		return &flight{leader: leader, entry: e, hit: true}, nil
+	}
+	if p.limits.refusedForGood(key) {
+		return &flight{leader: leader}, errRefusedForGood
 	}
 	for attempt := 0; ; attempt++ {
 		f, err := p.fetchCode(ctx, c, body, contentType)
@@ -228,22 +271,34 @@ func (p *Proxy) loadCode(ctx context.Context, c *call, key cache.Key, body []byt
 			}
 			return f, nil
 		}
+		var ans *wechatAnswer
+		if errors.As(err, &ans) && ans.errcode == errcodeLifetimeQuota {
+			p.limits.refuseForGood(c.app.id, c.endpoint, key)
+		}
 		if attempt > 0 || !isTransient(err) {
 			if we := asWeChatError(err); we.Status != http.StatusOK {
 				// Callers see 502; the log says why, without secrets.
 				p.log.Warn("code fetch failed", "endpoint", c.endpoint, "attempts", attempt+1,
 					"error", token.RedactError(err).Error())
 			}
-			return nil, err
+			return &flight{leader: leader}, err
 		}
 		p.metrics.UpstreamRetries.WithLabelValues(c.endpoint).Inc()
 		backoff := p.retryBackoff/2 + rand.N(p.retryBackoff/2+1)
 		select {
 		case <-ctx.Done():
-			return nil, err
+			return &flight{leader: leader}, err
 		case <-time.After(backoff):
 		}
 	}
+}
+
+// peek looks in the cache without counting the look, when the cache can.
+func (p *Proxy) peek(key cache.Key) (*cache.Entry, bool) {
+	if pk, ok := p.cache.(cache.Peeker); ok {
+		return pk.Peek(key)
+	}
+	return p.cache.Get(key)
 }
 
 // fetchCode makes the upstream call for a code and accepts only a whole,
@@ -283,6 +338,10 @@ func (p *Proxy) fetchCode(ctx context.Context, c *call, body []byte, contentType
 	if !isWholeImage(img) {
 		outcome("broken_image")
 		return nil, fmt.Errorf("%w: %d bytes that are not a whole JPEG or PNG", errBrokenImage, len(img))
+	}
+	if err := checkDecodable(img); err != nil {
+		outcome("broken_image")
+		return nil, fmt.Errorf("%w: %w", errBrokenImage, err)
 	}
 	outcome("ok")
 	return &flight{
@@ -365,6 +424,46 @@ var (
 func isWholeImage(b []byte) bool {
 	return (bytes.HasPrefix(b, jpegStart) && bytes.HasSuffix(b, jpegEnd) && len(b) > len(jpegStart)+len(jpegEnd)) ||
 		(bytes.HasPrefix(b, pngStart) && bytes.HasSuffix(b, pngEnd) && len(b) > len(pngStart)+len(pngEnd))
+}
+
+// maxImageSide bounds each side of an image the sidecar decodes. WeChat's
+// codes are at most 1280 px; a hostile header of a few hundred bytes can
+// declare 65000×65000 px, which the decoder would allocate (gigabytes)
+// before finding there is no data.
+const maxImageSide = 4096
+
+// checkDecodable decodes a whole image once, with the decoder its magic
+// bytes name (never the image registry, which would accept any format
+// linked into the binary), after checking its declared size. Markers at
+// both ends do not make an image: garbage between them would be stored
+// and served to everyone for CACHE_TTL. JPEG has no checksum, so flipped
+// bits in the scan data still decode: this catches garbage, not every
+// corruption.
+func checkDecodable(b []byte) error {
+	var (
+		decodeConfig func(io.Reader) (image.Config, error)
+		decode       func(io.Reader) (image.Image, error)
+		format       string
+	)
+	switch {
+	case bytes.HasPrefix(b, jpegStart):
+		decodeConfig, decode, format = jpeg.DecodeConfig, jpeg.Decode, "JPEG"
+	case bytes.HasPrefix(b, pngStart):
+		decodeConfig, decode, format = png.DecodeConfig, png.Decode, "PNG"
+	default:
+		return errors.New("proxy: neither a JPEG nor a PNG")
+	}
+	cfg, err := decodeConfig(bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("proxy: %s header: %w", format, err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width > maxImageSide || cfg.Height > maxImageSide {
+		return fmt.Errorf("proxy: %s of %d×%d px, beyond %d×%d", format, cfg.Width, cfg.Height, maxImageSide, maxImageSide)
+	}
+	if _, err := decode(bytes.NewReader(b)); err != nil {
+		return fmt.Errorf("proxy: %s does not decode: %w", format, err)
+	}
+	return nil
 }
 
 // writeImage sends a cached or fetched image with WeChat's headers.

@@ -174,6 +174,8 @@ func TestFaultsAreNeverCached(t *testing.T) {
 		{"truncated image", wechattest.FaultTruncatedImage},
 		{"dropped connection", wechattest.FaultDropConnection},
 		{"errcode JSON labelled image/jpeg", wechattest.FaultErrcodeAsImage},
+		{"JPEG markers around garbage", wechattest.FaultCorruptJPEG},
+		{"JPEG header declaring 65000x65000", wechattest.FaultHugeDimensions},
 	}
 	for i, f := range faults {
 		t.Run(f.name, func(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/wxa-sidecar/wxa-sidecar/token"
 )
@@ -109,17 +108,21 @@ func asWeChatError(err error) *wechatError {
 func writeError(w http.ResponseWriter, err error) *wechatError {
 	var ans *wechatAnswer
 	if errors.As(err, &ans) {
-		// WeChat's own words reach the caller as WeChat sent them, but never
-		// labelled as an image.
-		ct := ans.contentType
-		if !strings.Contains(ct, "json") && !strings.HasPrefix(ct, "text/") {
-			ct = jsonContentType
-		}
-		w.Header().Set("Content-Type", ct)
+		// WeChat's own words reach the caller as WeChat sent them, labelled
+		// as WeChat labels them today whatever this answer said: SDKs tell
+		// an error from an image by the label, and some save an error
+		// labelled otherwise (text/plain, application/json:UTF-8, an image
+		// type) as the image.
+		w.Header().Set("Content-Type", jsonContentType)
 		w.Header().Set("Content-Length", strconv.Itoa(len(ans.body)))
 		w.WriteHeader(http.StatusOK)
 		w.Write(ans.body)
 		return &wechatError{Status: http.StatusOK, Errcode: ans.errcode}
+	}
+	var qe *quotaError
+	if errors.As(err, &qe) {
+		// A client that can pace itself need not guess when to come back.
+		w.Header().Set("Retry-After", qe.retryAfterSeconds())
 	}
 	we := asWeChatError(err)
 	writeErrcode(w, we.Status, we.Errcode, we.Errmsg)

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/wxa-sidecar/wxa-sidecar/cache"
 	"github.com/wxa-sidecar/wxa-sidecar/metrics"
 )
 
@@ -42,7 +43,7 @@ type limitKey struct{ app, endpoint string }
 // cooldown closes one app+endpoint until a quota window can have reset.
 type cooldown struct {
 	errcode int
-	until   time.Time // zero: until restart (45029)
+	until   time.Time
 	// strikes counts 45009 on getwxacodeunlimit: the first may be the
 	// per-minute limit of older docs, the second in a row is the day's.
 	strikes int
@@ -51,7 +52,8 @@ type cooldown struct {
 
 // limits is the one place that decides whether a call may go upstream.
 // Its maps are keyed by app and bounded endpoint name, so they cannot grow
-// beyond apps × (known endpoints + other).
+// beyond apps × (known endpoints + other); the refusals, keyed by request,
+// are bounded by count.
 type limits struct {
 	cfg     Limits
 	now     func() time.Time
@@ -61,11 +63,26 @@ type limits struct {
 	mu        sync.Mutex
 	buckets   map[limitKey]*rate.Limiter
 	cooldowns map[limitKey]*cooldown
+	// lifetimeLogged: the endpoints whose lifetime cap was logged already.
+	lifetimeLogged map[limitKey]bool
+
+	// refusals are the code requests WeChat refused with 45029.
+	refusals *refusals
 }
 
 func newLimits(cfg Limits, now func() time.Time, log *slog.Logger, m *metrics.Metrics) *limits {
 	return &limits{cfg: cfg, now: now, log: log, metrics: m,
-		buckets: map[limitKey]*rate.Limiter{}, cooldowns: map[limitKey]*cooldown{}}
+		buckets: map[limitKey]*rate.Limiter{}, cooldowns: map[limitKey]*cooldown{},
+		lifetimeLogged: map[limitKey]bool{}, refusals: newRefusals(maxRefusals, defaultRefusalTTL)}
+}
+
+// rememberRefusalsFor sets how long a 45029 is remembered per request:
+// CACHE_TTL, as long as the image would have been kept. Call it before the
+// limits are used.
+func (l *limits) rememberRefusalsFor(ttl time.Duration) {
+	if ttl > 0 {
+		l.refusals.ttl = ttl
+	}
 }
 
 func (l *limits) bucket(k limitKey) *rate.Limiter {
@@ -92,9 +109,9 @@ func (l *limits) admit(ctx context.Context, app, endpoint string) error {
 	k := limitKey{app, endpoint}
 	now := l.now()
 	l.mu.Lock()
-	if cd := l.cooldowns[k]; cd != nil && (cd.until.IsZero() || now.Before(cd.until)) {
+	if cd := l.cooldowns[k]; cd != nil && now.Before(cd.until) {
 		l.mu.Unlock()
-		return &quotaError{errcode: cd.errcode, retryAfter: retryAfter(cd.until, now),
+		return &quotaError{errcode: cd.errcode, retryAfter: cd.until.Sub(now),
 			msg: quotaMessage(cd.errcode) + " (wxa-sidecar cool-down)"}
 	}
 	r := l.bucket(k).ReserveN(now, 1)
@@ -121,9 +138,11 @@ func (l *limits) admit(ctx context.Context, app, endpoint string) error {
 	}
 }
 
-// observe opens a cool-down when WeChat answered a quota errcode.
+// observe opens a cool-down when WeChat answered a quota errcode that
+// closes the whole endpoint: 45011 and 45009. 45029 closes one request
+// only (see refuseForGood).
 func (l *limits) observe(app, endpoint string, errcode int) {
-	if errcode != errcodeMinuteQuota && errcode != errcodeDailyQuota && errcode != errcodeLifetimeQuota {
+	if errcode != errcodeMinuteQuota && errcode != errcodeDailyQuota {
 		return
 	}
 	k := limitKey{app, endpoint}
@@ -142,36 +161,68 @@ func (l *limits) observe(app, endpoint string, errcode int) {
 			// limit: a minute first, the day only if it comes again
 			// right after that minute.
 			cd.strikes = 1
-			if prev != nil && prev.errcode == errcodeDailyQuota && !prev.until.IsZero() &&
-				now.Sub(prev.until) < time.Minute {
+			if prev != nil && prev.errcode == errcodeDailyQuota && now.Sub(prev.until) < time.Minute {
 				cd.strikes = prev.strikes + 1
 			}
 			if cd.strikes == 1 {
 				cd.until = nextMinute(now)
 			}
 		}
-	case errcodeLifetimeQuota:
-		// The lifetime cap of getwxacode/createwxaqrcode never resets.
-		l.log.Error("WeChat's lifetime quota of codes is used up; this endpoint stays closed until restart",
-			"app", app, "endpoint", endpoint, "errcode", errcode)
 	}
 	if prev != nil && prev.timer != nil {
 		prev.timer.Stop()
 	}
 	gauge := l.metrics.QuotaCooldown.WithLabelValues(app, endpoint)
 	gauge.Set(1)
-	if !cd.until.IsZero() {
-		cd.timer = time.AfterFunc(cd.until.Sub(now), func() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			if l.cooldowns[k] == cd {
-				gauge.Set(0)
-			}
-		})
-	}
+	cd.timer = time.AfterFunc(cd.until.Sub(now), func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.cooldowns[k] == cd {
+			gauge.Set(0)
+		}
+	})
 	l.cooldowns[k] = cd
 	l.log.Warn("WeChat quota reached: calls answered locally until the window resets",
 		"app", app, "endpoint", endpoint, "errcode", errcode, "until", cd.until)
+}
+
+// cooldownLeft is how long app's endpoint stays closed by a cool-down,
+// false when none is active.
+func (l *limits) cooldownLeft(app, endpoint string) (time.Duration, bool) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cd := l.cooldowns[limitKey{app, endpoint}]; cd != nil && now.Before(cd.until) {
+		return cd.until.Sub(now), true
+	}
+	return 0, false
+}
+
+// refuseForGood remembers that WeChat answered 45029 to the code request
+// key: the lifetime cap of getwxacode/createwxaqrcode is reached, and WeChat
+// now refuses every parameter set it has not generated before while still
+// serving those it has. The endpoint stays open; this one request is
+// answered locally from now on.
+func (l *limits) refuseForGood(app, endpoint string, key cache.Key) {
+	l.refusals.add(key, l.now())
+	k := limitKey{app, endpoint}
+	l.mu.Lock()
+	first := !l.lifetimeLogged[k]
+	l.lifetimeLogged[k] = true
+	l.mu.Unlock()
+	if first {
+		// Once per app and endpoint: the cap never resets, and every new
+		// code from now on meets it.
+		l.log.Error("lifetime cap reached: WeChat refuses new codes on this endpoint (45029); "+
+			"codes generated before are still served, each refused request is answered locally for CACHE_TTL",
+			"app", app, "endpoint", endpoint, "errcode", errcodeLifetimeQuota)
+	}
+}
+
+// refusedForGood reports whether WeChat answered 45029 to key within its
+// refusal's lifetime.
+func (l *limits) refusedForGood(key cache.Key) bool {
+	return l.refusals.has(key, l.now())
 }
 
 // endOfDay is when a 45009 cool-down ends.
@@ -196,21 +247,12 @@ func (l *limits) stop() {
 	}
 }
 
-func retryAfter(until, now time.Time) time.Duration {
-	if until.IsZero() {
-		return 24 * time.Hour
-	}
-	return until.Sub(now)
-}
-
 func quotaMessage(errcode int) string {
 	switch errcode {
 	case errcodeMinuteQuota:
 		return "api minute-quota reach limit"
-	case errcodeDailyQuota:
-		return "reach max api daily quota limit"
 	default:
-		return "reach max api lifetime quota limit"
+		return "reach max api daily quota limit"
 	}
 }
 
@@ -223,9 +265,13 @@ type quotaError struct {
 
 func (e *quotaError) Error() string { return "proxy: " + e.msg }
 
-// retryAfterSeconds is the Retry-After header value, whole seconds rounded up.
-func (e *quotaError) retryAfterSeconds() string {
-	s := int64((e.retryAfter + time.Second - 1) / time.Second)
+// retryAfterSeconds is the Retry-After header value of the error.
+func (e *quotaError) retryAfterSeconds() string { return retryAfterSeconds(e.retryAfter) }
+
+// retryAfterSeconds is d as a Retry-After header value: whole seconds,
+// rounded up, at least 1.
+func retryAfterSeconds(d time.Duration) string {
+	s := int64((d + time.Second - 1) / time.Second)
 	return strconv.FormatInt(max(s, 1), 10)
 }
 
@@ -239,7 +285,6 @@ type LimitStatus struct {
 	Cooldown        bool      `json:"cooldown"`
 	CooldownErrcode int       `json:"cooldown_errcode,omitempty"`
 	CooldownUntil   time.Time `json:"cooldown_until,omitzero"`
-	ClosedForGood   bool      `json:"closed_until_restart,omitempty"`
 }
 
 func (l *limits) status() []LimitStatus {
@@ -263,9 +308,9 @@ func (l *limits) status() []LimitStatus {
 		}
 	}
 	for k, cd := range l.cooldowns {
-		if active := cd.until.IsZero() || now.Before(cd.until); active {
+		if now.Before(cd.until) {
 			s := get(k)
-			s.Cooldown, s.CooldownErrcode, s.CooldownUntil, s.ClosedForGood = true, cd.errcode, cd.until, cd.until.IsZero()
+			s.Cooldown, s.CooldownErrcode, s.CooldownUntil = true, cd.errcode, cd.until
 		}
 	}
 	out := make([]LimitStatus, 0, len(byKey))

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // serveQRCode answers GET /qrcode?scene=...&page=...: the same image and
@@ -24,20 +25,20 @@ func (p *Proxy) serveQRCode(w http.ResponseWriter, r *http.Request, a *app) {
 			return
 		}
 	}
+	c := &call{app: a, path: pathUnlimited, endpoint: pathUnlimited}
 	body, err := qrcodeQueryBody(q)
 	if err != nil {
-		p.qrcodeError(w, err)
+		p.qrcodeError(w, c, err)
 		return
 	}
 	canonical, err := canonicalCodeRequest(pathUnlimited, body)
 	if err != nil {
-		p.qrcodeError(w, err)
+		p.qrcodeError(w, c, err)
 		return
 	}
-	c := &call{app: a, path: pathUnlimited, endpoint: pathUnlimited}
 	res, err := p.code(r.Context(), c, codeKey(a.id, pathUnlimited, canonical), body, "application/json")
 	if err != nil {
-		p.qrcodeError(w, err)
+		p.qrcodeError(w, c, err)
 		return
 	}
 	h := w.Header()
@@ -51,9 +52,9 @@ func (p *Proxy) serveQRCode(w http.ResponseWriter, r *http.Request, a *app) {
 	writeImage(w, res, r.Method == http.MethodHead)
 }
 
-// qrcodeError maps an error to GET /qrcode's plain statuses, with WeChat's
-// errcode JSON as the body.
-func (p *Proxy) qrcodeError(w http.ResponseWriter, err error) {
+// qrcodeError maps an error of c to GET /qrcode's plain statuses, with
+// WeChat's errcode JSON as the body.
+func (p *Proxy) qrcodeError(w http.ResponseWriter, c *call, err error) {
 	var qe *quotaError
 	if errors.As(err, &qe) {
 		w.Header().Set("Retry-After", qe.retryAfterSeconds())
@@ -77,9 +78,18 @@ func (p *Proxy) qrcodeError(w http.ResponseWriter, err error) {
 	case errcodeSceneChars, errcodeSceneLength, errcodeInvalidPage, errcodeInvalidArgs, errcodeDataFormat,
 		errcodeScancodeTime, errcodeInvalidAppID:
 		status = http.StatusBadRequest
-	case errcodeMinuteQuota, errcodeDailyQuota, errcodeLifetimeQuota:
+	case errcodeMinuteQuota, errcodeDailyQuota:
 		status = http.StatusTooManyRequests
-		w.Header().Set("Retry-After", "60")
+		// WeChat's own answer has just started a cool-down (limits.observe):
+		// its end, which may be midnight, is when to come back.
+		retry := time.Minute
+		if left, ok := p.limits.cooldownLeft(c.app.id, c.endpoint); ok {
+			retry = left
+		}
+		w.Header().Set("Retry-After", retryAfterSeconds(retry))
+	case errcodeLifetimeQuota:
+		// Refused for these parameters for good: no time helps.
+		status = http.StatusTooManyRequests
 	}
 	writeErrcode(w, status, errcode, errmsg)
 }
