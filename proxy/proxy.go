@@ -183,6 +183,7 @@ func New(opts Options) (*Proxy, error) {
 		}
 	}
 	p.limits = newLimits(opts.Limits, p.now, p.log, p.metrics)
+	p.limits.rememberRefusalsFor(ttl)
 	p.routeMetrics = map[string]routeMetrics{}
 	for _, route := range []string{routeWxacode, routeQRCode, routeToken, routePassthrough} {
 		p.routeMetrics[route] = routeMetrics{ok: p.metrics.Requests.WithLabelValues(route, "200"),
