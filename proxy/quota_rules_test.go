@@ -119,7 +119,7 @@ func TestLifetimeCapRefusesOnlyThatRequest(t *testing.T) {
 func TestLifetimeRefusalExpires(t *testing.T) {
 	clock := &testClock{t: quotaBase}
 	h := newHarness(t, harnessOptions{fakeOpt: wechattest.Options{LifetimeCap: 1},
-		proxy: func(o *Options) { o.Now = clock.now }})
+		proxy: func(o *Options) { o.Now = clock.now; o.CacheTTL = time.Hour }})
 	h.postJSON(pathQRCode, `{"path":"pages/a"}`)
 	h.postJSON(pathQRCode, `{"path":"pages/b"}`)
 	calls := h.fake.Calls(pathQRCode)
@@ -127,7 +127,12 @@ func TestLifetimeRefusalExpires(t *testing.T) {
 	if got := h.fake.Calls(pathQRCode) - calls; got != 0 {
 		t.Fatalf("the refusal was not remembered: %d upstream calls", got)
 	}
-	clock.set(quotaBase.Add(defaultRefusalTTL))
+	clock.set(quotaBase.Add(time.Hour - time.Second))
+	h.postJSON(pathQRCode, `{"path":"pages/b"}`)
+	if got := h.fake.Calls(pathQRCode) - calls; got != 0 {
+		t.Fatalf("the refusal was forgotten before CACHE_TTL: %d upstream calls", got)
+	}
+	clock.set(quotaBase.Add(time.Hour))
 	if resp := h.postJSON(pathQRCode, `{"path":"pages/b"}`); resp.errcode() != errcodeLifetimeQuota {
 		t.Errorf("body %s, want WeChat's 45029", resp.body)
 	}
