@@ -1,0 +1,81 @@
+// Package wechat is the sidecar's vocabulary of the WeChat server API: its
+// errcodes, the one error type every part answers with, and the names of
+// the endpoints the sidecar knows (see ../shared/WECHAT-API.md).
+//
+// It owns words, not behaviour, and never imports a package of ours: every
+// other package may import it.
+package wechat
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Errcode is the errcode of a WeChat JSON answer; 0 is success. Its meaning
+// depends on the endpoint (40129 is a bad scene on getwxacodeunlimit,
+// something else on msg_sec_check).
+type Errcode int
+
+// Errcodes the sidecar branches on or answers with itself.
+const (
+	OK                 Errcode = 0
+	SystemBusy         Errcode = -1    // system error, retry later
+	InvalidCredential  Errcode = 40001 // token invalid or not the latest
+	BadGrantType       Errcode = 40002
+	InvalidAppID       Errcode = 40013
+	InvalidToken       Errcode = 40014
+	InvalidURL         Errcode = 40066
+	InvalidArgs        Errcode = 40097 // often a bad env_version
+	InvalidSecret      Errcode = 40125
+	InvalidScene       Errcode = 40129 // scene characters
+	InvalidPath        Errcode = 40159 // path empty or too long
+	IPNotWhitelisted   Errcode = 40164
+	InvalidSceneLength Errcode = 40169
+	MissingToken       Errcode = 41001
+	MissingSecret      Errcode = 41004
+	InvalidPage        Errcode = 41030
+	TokenExpired       Errcode = 42001
+	NeedPOST           Errcode = 43002
+	DailyQuota         Errcode = 45009
+	MinuteQuota        Errcode = 45011
+	LifetimeQuota      Errcode = 45029 // per parameter set, never per endpoint
+	NoPermission       Errcode = 45063 // never retried
+	DataFormat         Errcode = 47001
+	Unauthorized       Errcode = 48001
+	IPNotRegistered    Errcode = 61004 // the IP-whitelist refusal, newer spelling
+	ScancodeTime       Errcode = 85096 // scancode_time is reserved
+)
+
+// IsTokenError reports the errcodes that mean "fetch a fresh token and
+// replay once": 40001, 40014, 42001. Not 41001 (no token was sent) nor
+// 48001 (the API is not authorized).
+func (c Errcode) IsTokenError() bool {
+	return c == InvalidCredential || c == InvalidToken || c == TokenExpired
+}
+
+// IsQuota reports WeChat's quota errcodes.
+func (c Errcode) IsQuota() bool {
+	return c == DailyQuota || c == MinuteQuota || c == LifetimeQuota
+}
+
+// String is the errcode as WeChat writes it.
+func (c Errcode) String() string { return strconv.Itoa(int(c)) }
+
+// Error is an answer in WeChat's words: an errcode and errmsg, the HTTP
+// status the sidecar sends it with on WeChat paths (200 for anything WeChat
+// itself would say; 4xx or 502 for the sidecar's own refusals) and, for a
+// quota, how long until asking again can succeed.
+type Error struct {
+	Status     int
+	Code       Errcode
+	Msg        string
+	RetryAfter time.Duration // 0: none
+}
+
+func (e *Error) Error() string { return "wechat: errcode " + e.Code.String() + ": " + e.Msg }
+
+// Errorf returns an HTTP 200 error in WeChat's words, as WeChat would send.
+func Errorf(code Errcode, msg string) *Error {
+	return &Error{Status: http.StatusOK, Code: code, Msg: msg}
+}
