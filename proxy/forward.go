@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strings"
+	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/metrics"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
@@ -24,6 +25,13 @@ type call struct {
 	// body is the buffered request body, replayed on a token error; nil
 	// when the body streams through (multipart uploads).
 	body []byte
+	// upload is the streamed body, nil when buffered.
+	upload *upload
+	// relayed: WeChat's answer goes back to the caller as it came, through
+	// the reverse proxy, so roundTrip counts its outcome. An image fetch
+	// is not relayed: it alone can tell a whole image from a broken one,
+	// and counts its own.
+	relayed bool
 }
 
 type callKey struct{}
@@ -37,8 +45,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 			writeError(w, errUploadTooLarge)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, p.maxUpload)
-		p.reverseProxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+		u := &upload{ReadCloser: http.MaxBytesReader(w, r.Body, p.maxUpload), rc: http.NewResponseController(w)}
+		if deadline := time.Now().Add(p.bodyTimeout); u.rc.SetReadDeadline(deadline) == nil {
+			u.deadline = deadline
+			defer u.rc.SetReadDeadline(time.Time{})
+		}
+		r.Body = u
+		c.upload = u
+		p.relay(w, r, c)
 		return
 	}
 	body, err := p.readBody(w, r)
@@ -55,27 +69,53 @@ func (p *Proxy) proxyBuffered(w http.ResponseWriter, r *http.Request, c *call, b
 	c.body = body
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
+	p.relay(w, r, c)
+}
+
+// relay sends r upstream through the reverse proxy, WeChat's answer
+// reaching the caller as it came.
+func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, c *call) {
+	c.relayed = true
 	p.reverseProxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 }
 
-// readBody buffers the request body up to MaxBodyBytes.
+// readBody buffers the request body up to MaxBodyBytes. The whole body
+// must arrive within BodyReadTimeout, and the memory it holds is what
+// arrived, not what Content-Length claims.
 func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	if r.ContentLength > p.maxBody {
+	n := r.ContentLength
+	if n > p.maxBody {
 		return nil, errBodyTooLarge
+	}
+	if n == 0 {
+		return []byte{}, nil
+	}
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(p.bodyTimeout)) == nil {
+		// Lifted once the body is read: the server's own read that
+		// follows would otherwise cancel the request, upstream call
+		// included, when the deadline passes while WeChat answers.
+		defer rc.SetReadDeadline(time.Time{})
 	}
 	var body []byte
 	var err error
-	if r.ContentLength >= 0 {
-		// The length is known: one allocation of the right size.
-		body = make([]byte, r.ContentLength)
+	switch {
+	case n > 0 && n <= exactBodyRead:
+		// One allocation of the right size: the common, small body.
+		body = make([]byte, n)
 		_, err = io.ReadFull(r.Body, body)
-	} else {
+	case n > 0:
+		body, err = readDeclared(r.Body, n)
+	default:
 		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, p.maxBody))
 	}
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		switch {
+		case errors.As(err, &mbe):
 			return nil, errBodyTooLarge
+		case isTimeout(err):
+			return nil, markBodyTimeout(w)
 		}
 		return nil, &wechatError{Status: http.StatusBadRequest, Errcode: errcodeDataFormat,
 			Errmsg: "data format error: cannot read request body"}
@@ -95,10 +135,18 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	c := pr.In.Context().Value(callKey{}).(*call)
 	pr.Out.URL.Path = c.path
 	pr.Out.URL.RawPath = ""
+	// ReverseProxy has re-encoded a query it could not parse (dropping
+	// every part with a ';'): WeChat gets the caller's bytes instead, less
+	// any access_token of the caller's.
+	pr.Out.URL.RawQuery = withoutToken(pr.In.URL.RawQuery)
 	pr.SetURL(p.upstream)
 }
 
 func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if c, _ := r.Context().Value(callKey{}).(*call); c != nil && c.upload.timedOut() {
+		writeError(w, markBodyTimeout(w))
+		return
+	}
 	we := writeError(w, err)
 	if we.Status != http.StatusOK {
 		p.log.Warn("upstream call failed", "path", r.URL.Path, "status", we.Status,
@@ -203,7 +251,7 @@ func (p *Proxy) roundTrip(ctx context.Context, req *http.Request, c *call, tok s
 		outcome("errcode")
 		p.metrics.UpstreamErrcodes.WithLabelValues(c.endpoint, metrics.ErrcodeLabel(errcode)).Inc()
 		p.limits.observe(appID, c.endpoint, errcode)
-	} else if !isCodeEndpoint(c.path) {
+	} else if c.relayed {
 		outcome("ok")
 	}
 	return resp, errcode, nil
@@ -218,23 +266,6 @@ func (e *transportError) Unwrap() error { return e.err }
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
-}
-
-// withToken returns rawQuery with every access_token replaced by tok,
-// leaving the rest byte for byte (signed requests depend on it).
-func withToken(rawQuery, tok string) string {
-	var b strings.Builder
-	b.Grow(len(rawQuery) + len("access_token=") + len(tok) + 1)
-	for part := range strings.SplitSeq(rawQuery, "&") {
-		if part == "" || part == "access_token" || strings.HasPrefix(part, "access_token=") {
-			continue
-		}
-		b.WriteString(part)
-		b.WriteByte('&')
-	}
-	b.WriteString("access_token=")
-	b.WriteString(tok)
-	return b.String()
 }
 
 // maxErrcodePeek bounds how much of a response is read to look for a token
