@@ -46,9 +46,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 			return
 		}
 		u := &upload{ReadCloser: http.MaxBytesReader(w, r.Body, p.maxUpload), rc: http.NewResponseController(w)}
+		// Lifted by the upload's last byte. A body left unread keeps it:
+		// the server discards the rest after the answer, within it.
 		if deadline := time.Now().Add(p.bodyTimeout); u.rc.SetReadDeadline(deadline) == nil {
 			u.deadline = deadline
-			defer u.rc.SetReadDeadline(time.Time{})
 		}
 		r.Body = u
 		c.upload = u
@@ -91,12 +92,7 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error)
 		return []byte{}, nil
 	}
 	rc := http.NewResponseController(w)
-	if rc.SetReadDeadline(time.Now().Add(p.bodyTimeout)) == nil {
-		// Lifted once the body is read: the server's own read that
-		// follows would otherwise cancel the request, upstream call
-		// included, when the deadline passes while WeChat answers.
-		defer rc.SetReadDeadline(time.Time{})
-	}
+	deadline := rc.SetReadDeadline(time.Now().Add(p.bodyTimeout)) == nil
 	var body []byte
 	var err error
 	switch {
@@ -117,8 +113,16 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error)
 		case isTimeout(err):
 			return nil, markBodyTimeout(w)
 		}
+		// The deadline stays: after the answer the server reads on to
+		// discard the rest of the body, and must not wait for it forever.
 		return nil, &wechatError{Status: http.StatusBadRequest, Errcode: errcodeDataFormat,
 			Errmsg: "data format error: cannot read request body"}
+	}
+	if deadline {
+		// Lifted once the body is in: the server reads the connection
+		// on while WeChat answers, and that read failing at the deadline
+		// would cancel the request, upstream call included.
+		rc.SetReadDeadline(time.Time{})
 	}
 	return body, nil
 }
