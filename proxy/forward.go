@@ -45,10 +45,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 			writeError(w, errUploadTooLarge)
 			return
 		}
-		u := &upload{ReadCloser: http.MaxBytesReader(w, r.Body, p.maxUpload), rc: http.NewResponseController(w)}
-		// Lifted by the upload's last byte. A body left unread keeps it:
-		// the server discards the rest after the answer, within it.
-		if deadline := time.Now().Add(p.bodyTimeout); u.rc.SetReadDeadline(deadline) == nil {
+		u := &upload{ReadCloser: http.MaxBytesReader(w, r.Body, p.maxUpload)}
+		// Lifted by net/http at the upload's last byte, as in readBody.
+		// Without a body its background read runs already: no deadline.
+		deadline := time.Now().Add(p.bodyTimeout)
+		if r.ContentLength != 0 && http.NewResponseController(w).SetReadDeadline(deadline) == nil {
 			u.deadline = deadline
 		}
 		r.Body = u
@@ -89,10 +90,16 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error)
 		return nil, errBodyTooLarge
 	}
 	if n == 0 {
+		// No body: net/http reads the connection in the background
+		// already, and a deadline would end that read and the request.
 		return []byte{}, nil
 	}
-	rc := http.NewResponseController(w)
-	deadline := rc.SetReadDeadline(time.Now().Add(p.bodyTimeout)) == nil
+	// net/http lifts the deadline itself when the body reads to its end
+	// (it then reads on in the background, which must not fail at the
+	// deadline and cancel the request while WeChat answers). After a
+	// failed read it stays, so the server's discard of the rest of the
+	// body, once answered, is bounded too.
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(p.bodyTimeout))
 	var body []byte
 	var err error
 	switch {
@@ -113,16 +120,8 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error)
 		case isTimeout(err):
 			return nil, markBodyTimeout(w)
 		}
-		// The deadline stays: after the answer the server reads on to
-		// discard the rest of the body, and must not wait for it forever.
 		return nil, &wechatError{Status: http.StatusBadRequest, Errcode: errcodeDataFormat,
 			Errmsg: "data format error: cannot read request body"}
-	}
-	if deadline {
-		// Lifted once the body is in: the server reads the connection
-		// on while WeChat answers, and that read failing at the deadline
-		// would cancel the request, upstream call included.
-		rc.SetReadDeadline(time.Time{})
 	}
 	return body, nil
 }

@@ -19,26 +19,26 @@ import (
 
 // rawExchange writes raw on a fresh connection to the harness and reads
 // one response: for requests http.Client would not send as written.
-func (h *harness) rawExchange(raw string) (*http.Response, []byte, net.Conn) {
-	h.t.Helper()
+func (h *harness) rawExchange(t *testing.T, raw string) (*http.Response, []byte, net.Conn) {
+	t.Helper()
 	conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
-	h.t.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() { conn.Close() })
 	if _, err := io.WriteString(conn, raw); err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
-		h.t.Fatalf("no response to %q: %v", truncate([]byte(raw), 80), err)
+		t.Fatalf("no response to %q: %v", truncate([]byte(raw), 80), err)
 	}
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return resp, body, &bufferedConn{Conn: conn, r: br}
 }
@@ -194,7 +194,7 @@ func TestMethodsWeChatDoesNotUseAreRefusedLocally(t *testing.T) {
 		}
 	}
 	// http.Client sends CONNECT only to proxies: write it by hand.
-	resp, body, _ := h.rawExchange("CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n")
+	resp, body, _ := h.rawExchange(t, "CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n")
 	if resp.StatusCode != http.StatusMethodNotAllowed || errcodeOf(body) != errcodeNeedPOST || resp.Header.Get("Allow") != "GET, HEAD, POST" {
 		t.Errorf("CONNECT: status %d Allow %q body %s, want 405 errcode 43002", resp.StatusCode, resp.Header.Get("Allow"), body)
 	}
@@ -217,7 +217,7 @@ func TestAmbiguousPathsAreRefusedBeforeAllowedPaths(t *testing.T) {
 		"/wxa/%2e%2e/cgi-bin/getcallbackip", "/wxa/%2E%2E/cgi-bin/getcallbackip", "/wxa/..%2fcgi-bin/getcallbackip",
 		"/wxa/msg_sec_check%2e", "/apps/" + demoApp + "/wxa%2fmsg_sec_check",
 	} {
-		resp, body, _ := h.rawExchange("POST " + p + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+		resp, body, _ := h.rawExchange(t, "POST "+p+" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
 		if resp.StatusCode != http.StatusBadRequest || errcodeOf(body) != errcodeInvalidURL {
 			t.Errorf("%s: status %d body %s, want 400 errcode 40066", p, resp.StatusCode, body)
 		}
@@ -249,7 +249,7 @@ func TestBodyThatStallsGets408AndTheConnectionCloses(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			// Ten bytes of the body, then nothing: the connection stays open.
-			resp, body, conn := h.rawExchange(head + `{"scene":1`)
+			resp, body, conn := h.rawExchange(t, head+`{"scene":1`)
 			if resp.StatusCode != http.StatusRequestTimeout || errcodeOf(body) != errcodeSystem {
 				t.Errorf("status %d body %s, want 408 errcode -1", resp.StatusCode, body)
 			}
@@ -270,9 +270,10 @@ func TestBodyThatStallsGets408AndTheConnectionCloses(t *testing.T) {
 	}
 }
 
-// The read deadline must be lifted once the body is in: the server keeps
+// The read deadline must be gone once the body is in: the server keeps
 // reading the connection while WeChat answers, and a deadline passing then
-// would cancel the call.
+// would cancel the call (net/http lifts it when the body reads to its end;
+// this holds it to that).
 func TestBodyReadTimeoutDoesNotCutASlowUpstreamOrTheNextRequest(t *testing.T) {
 	h := newHarness(t, harnessOptions{proxy: func(o *Options) { o.BodyReadTimeout = 100 * time.Millisecond }})
 	h.currentToken(demoApp)

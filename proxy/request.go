@@ -227,22 +227,17 @@ func markBodyTimeout(w http.ResponseWriter) error {
 	return errBodyReadTimeout
 }
 
-// upload is a streamed request body with BodyReadTimeout to arrive. Its
-// deadline is lifted as soon as the last byte is read: the server then
-// starts a read of its own on the connection, which would cancel the
-// request, upstream call included, if the deadline passed while WeChat
-// answers.
+// upload is a streamed request body with BodyReadTimeout to arrive.
 type upload struct {
 	io.ReadCloser
-	rc       *http.ResponseController
-	deadline time.Time
+	deadline time.Time   // zero when the connection takes no deadline
 	done     atomic.Bool // the last byte was read
 }
 
 func (u *upload) Read(p []byte) (int, error) {
 	n, err := u.ReadCloser.Read(p)
-	if err == io.EOF && !u.done.Swap(true) {
-		u.rc.SetReadDeadline(time.Time{})
+	if err == io.EOF {
+		u.done.Store(true)
 	}
 	return n, err
 }
