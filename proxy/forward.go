@@ -25,16 +25,16 @@ type call struct {
 	// body is the buffered request body, replayed on a token error; nil
 	// when the body streams through (multipart uploads).
 	body []byte
-	// upload is the streamed body, nil when buffered.
-	upload *upload
-	// relayed: WeChat's answer goes back to the caller as it came, through
-	// the reverse proxy, so roundTrip counts its outcome. An image fetch
-	// is not relayed: it alone can tell a whole image from a broken one,
-	// and counts its own.
-	relayed bool
 }
 
-type callKey struct{}
+// callKey carries a relayed call's *call; uploadKey its *upload, when
+// the body streams through. (The upload is not a field of call: every
+// request, cache hits included, allocates a call, and one more field
+// would move it to a larger size class.)
+type (
+	callKey   struct{}
+	uploadKey struct{}
+)
 
 // forward sends r upstream through the reverse proxy, buffering the body
 // so a token error can be replayed, except for multipart uploads, which
@@ -49,12 +49,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 		// Lifted by net/http at the upload's last byte, as in readBody.
 		// Without a body its background read runs already: no deadline.
 		deadline := time.Now().Add(p.bodyTimeout)
-		if r.ContentLength != 0 && http.NewResponseController(w).SetReadDeadline(deadline) == nil {
+		if r.ContentLength != 0 && setReadDeadline(w, deadline) {
 			u.deadline = deadline
 		}
 		r.Body = u
-		c.upload = u
-		p.relay(w, r, c)
+		p.relay(w, r.WithContext(context.WithValue(r.Context(), uploadKey{}, u)), c)
 		return
 	}
 	body, err := p.readBody(w, r)
@@ -77,7 +76,6 @@ func (p *Proxy) proxyBuffered(w http.ResponseWriter, r *http.Request, c *call, b
 // relay sends r upstream through the reverse proxy, WeChat's answer
 // reaching the caller as it came.
 func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, c *call) {
-	c.relayed = true
 	p.reverseProxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 }
 
@@ -99,7 +97,7 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error)
 	// deadline and cancel the request while WeChat answers). After a
 	// failed read it stays, so the server's discard of the rest of the
 	// body, once answered, is bounded too.
-	http.NewResponseController(w).SetReadDeadline(time.Now().Add(p.bodyTimeout))
+	setReadDeadline(w, time.Now().Add(p.bodyTimeout))
 	var body []byte
 	var err error
 	switch {
@@ -146,7 +144,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 }
 
 func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	if c, _ := r.Context().Value(callKey{}).(*call); c != nil && c.upload.timedOut() {
+	if u, _ := r.Context().Value(uploadKey{}).(*upload); u.timedOut() {
 		writeError(w, markBodyTimeout(w))
 		return
 	}
@@ -166,15 +164,24 @@ func (t upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if c == nil {
 		return nil, errors.New("proxy: request without call")
 	}
-	return t.p.send(req.Context(), req, c)
+	return t.p.sendCall(req.Context(), req, c, true)
 }
 
-// send makes c's upstream call with req as the template, replaying it once
-// with a fresh token on 40001/40014/42001. The response body, when there is
-// one, cancels the call's timeout when closed.
+// send makes c's upstream call for the image path, which counts an
+// image's outcome itself (see sendCall).
 func (p *Proxy) send(ctx context.Context, req *http.Request, c *call) (*http.Response, error) {
+	return p.sendCall(ctx, req, c, false)
+}
+
+// sendCall makes c's upstream call with req as the template, replaying it
+// once with a fresh token on 40001/40014/42001. The response body, when
+// there is one, cancels the call's timeout when closed. relayed: WeChat's
+// answer goes back to the caller as it came, through the reverse proxy, so
+// a 200 without an errcode counts as ok here; an image fetch is not
+// relayed, as it alone can tell a whole image from a broken one.
+func (p *Proxy) sendCall(ctx context.Context, req *http.Request, c *call, relayed bool) (*http.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	resp, err := p.sendWithToken(ctx, req, c)
+	resp, err := p.sendWithToken(ctx, req, c, relayed)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -183,16 +190,16 @@ func (p *Proxy) send(ctx context.Context, req *http.Request, c *call) (*http.Res
 	return resp, nil
 }
 
-func (p *Proxy) sendWithToken(ctx context.Context, req *http.Request, c *call) (*http.Response, error) {
+func (p *Proxy) sendWithToken(ctx context.Context, req *http.Request, c *call, relayed bool) (*http.Response, error) {
 	if c.app == nil {
-		resp, _, err := p.roundTrip(ctx, req, c, "")
+		resp, _, err := p.roundTrip(ctx, req, c, "", relayed)
 		return resp, err
 	}
 	tok, err := c.app.tokens.Token(ctx)
 	if err != nil {
 		return nil, err
 	}
-	resp, errcode, err := p.roundTrip(ctx, req, c, tok.Value)
+	resp, errcode, err := p.roundTrip(ctx, req, c, tok.Value, relayed)
 	if err != nil || c.body == nil || !isTokenErrcode(errcode) {
 		return resp, err
 	}
@@ -205,16 +212,16 @@ func (p *Proxy) sendWithToken(ctx context.Context, req *http.Request, c *call) (
 	}
 	resp.Body.Close()
 	p.metrics.TokenReplays.WithLabelValues(c.app.id).Inc()
-	resp, _, err = p.roundTrip(ctx, req, c, fresh.Value)
+	resp, _, err = p.roundTrip(ctx, req, c, fresh.Value, relayed)
 	return resp, err
 }
 
 // roundTrip makes exactly one upstream request — req's method and headers,
 // c's buffered body (or req's streamed one), tok in the query — once the
 // limiter grants a slot. It returns the errcode of a small JSON answer (0
-// if none) and records the call's metrics; an image's outcome is left to
-// the image path, which alone can tell a whole image from a broken one.
-func (p *Proxy) roundTrip(ctx context.Context, req *http.Request, c *call, tok string) (*http.Response, int, error) {
+// if none) and records the call's metrics; the outcome of a call that is
+// not relayed, an image's, is left to the image path.
+func (p *Proxy) roundTrip(ctx context.Context, req *http.Request, c *call, tok string, relayed bool) (*http.Response, int, error) {
 	var appID string
 	if c.app != nil {
 		appID = c.app.id
@@ -254,7 +261,7 @@ func (p *Proxy) roundTrip(ctx context.Context, req *http.Request, c *call, tok s
 		outcome("errcode")
 		p.metrics.UpstreamErrcodes.WithLabelValues(c.endpoint, metrics.ErrcodeLabel(errcode)).Inc()
 		p.limits.observe(appID, c.endpoint, errcode)
-	} else if c.relayed {
+	} else if relayed {
 		outcome("ok")
 	}
 	return resp, errcode, nil

@@ -227,6 +227,23 @@ func markBodyTimeout(w http.ResponseWriter) error {
 	return errBodyReadTimeout
 }
 
+// setReadDeadline is http.ResponseController's SetReadDeadline, and
+// reports whether the deadline is set. It differs only where a writer takes
+// no deadline (a test's or a recorder): no error value is built, which the
+// cache-hit path would pay for with two allocations.
+func setReadDeadline(w http.ResponseWriter, deadline time.Time) bool {
+	for {
+		switch rw := w.(type) {
+		case interface{ SetReadDeadline(time.Time) error }:
+			return rw.SetReadDeadline(deadline) == nil
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = rw.Unwrap()
+		default:
+			return false
+		}
+	}
+}
+
 // upload is a streamed request body with BodyReadTimeout to arrive.
 type upload struct {
 	io.ReadCloser
