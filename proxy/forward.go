@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strings"
-	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/metrics"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
@@ -48,9 +47,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 		u := &upload{ReadCloser: http.MaxBytesReader(w, r.Body, p.maxUpload)}
 		// Lifted by net/http at the upload's last byte, as in readBody.
 		// Without a body its background read runs already: no deadline.
-		deadline := time.Now().Add(p.bodyTimeout)
-		if r.ContentLength != 0 && setReadDeadline(w, deadline) {
-			u.deadline = deadline
+		if r.ContentLength != 0 {
+			u.deadline = setReadDeadline(w, p.bodyTimeout)
 		}
 		r.Body = u
 		p.relay(w, r.WithContext(context.WithValue(r.Context(), uploadKey{}, u)), c)
@@ -97,7 +95,7 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error)
 	// deadline and cancel the request while WeChat answers). After a
 	// failed read it stays, so the server's discard of the rest of the
 	// body, once answered, is bounded too.
-	setReadDeadline(w, time.Now().Add(p.bodyTimeout))
+	setReadDeadline(w, p.bodyTimeout)
 	var body []byte
 	var err error
 	switch {
