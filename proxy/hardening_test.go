@@ -3,11 +3,13 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"mime/multipart"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -283,14 +285,14 @@ func TestBodyReadTimeoutDoesNotCutASlowUpstreamOrTheNextRequest(t *testing.T) {
 	fw, _ := mw.CreateFormFile("media", "a.jpg")
 	fw.Write(bytes.Repeat([]byte{0xAB}, 1000))
 	mw.Close()
-	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
-	defer client.CloseIdleConnections()
 	var conns atomic.Int32
-	h.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
+	dial := (&net.Dialer{}).DialContext
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			conns.Add(1)
-		}
-	}
+			return dial(ctx, network, addr)
+		}}}
+	defer client.CloseIdleConnections()
 	for i := range 2 { // the second one on the same, kept-alive connection
 		for _, c := range []struct{ path, contentType, body string }{
 			{"/wxa/msg_sec_check", "application/json", `{"content":"slow"}`},
@@ -379,4 +381,49 @@ func TestSignedCodeRequestCountsAsAnUpstreamRequest(t *testing.T) {
 	if got, calls := testutil.ToFloat64(ok), h.fake.Calls(pathUnlimited); int(got) != calls {
 		t.Errorf("upstream_requests_total{ok} = %v, WeChat saw %d calls", got, calls)
 	}
+}
+
+// FuzzWithoutToken holds the query rewrite to its contract: no part that
+// decodes to access_token survives, every other part survives in order and
+// byte for byte, and the managed token is the one appended.
+func FuzzWithoutToken(f *testing.F) {
+	for _, seed := range []string{"", "a=1", "access_token=x", "access%5Ftoken=x&a=1", "b=2;x&a=1", "a=1&&b=2",
+		"access_%74oken", "Access_Token=1", "%zz=1&access_token=2", "access+token=1", "&;&", "access_token%=1"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, rawQuery string) {
+		var kept []string
+		for _, part := range queryParts(rawQuery) {
+			key, _, _ := strings.Cut(part, "=")
+			if k, err := url.QueryUnescape(key); err == nil && k == tokenParam {
+				if !namesToken(part) {
+					t.Fatalf("%q decodes to access_token, namesToken says no", part)
+				}
+				continue
+			}
+			if !namesToken(part) {
+				kept = append(kept, part)
+			}
+		}
+		out := withoutToken(rawQuery)
+		var got []string
+		for _, part := range queryParts(out) {
+			if namesToken(part) {
+				t.Fatalf("withoutToken(%q) = %q keeps a token part %q", rawQuery, out, part)
+			}
+			got = append(got, part)
+		}
+		if out == "" {
+			got = nil
+		}
+		if len(kept) == 1 && kept[0] == "" {
+			kept = nil
+		}
+		if strings.Join(got, "\x00") != strings.Join(kept, "\x00") || len(got) != len(kept) {
+			t.Fatalf("withoutToken(%q) = %q: parts %q, want %q", rawQuery, out, got, kept)
+		}
+		if q := withToken(rawQuery, "TOK"); !strings.HasSuffix(q, "access_token=TOK") || strings.Count(q, "access_token=TOK") != 1+strings.Count(out, "access_token=TOK") {
+			t.Fatalf("withToken(%q) = %q", rawQuery, q)
+		}
+	})
 }
