@@ -191,6 +191,7 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		UpstreamTimeout: cfg.UpstreamTimeout,
 		MaxBodyBytes:    cfg.MaxBodyBytes,
 		MaxUploadBytes:  cfg.MaxUploadBytes,
+		BodyReadTimeout: cfg.BodyReadTimeout,
 		AllowedPaths:    cfg.AllowedPaths,
 		Logger:          log,
 		Metrics:         s.metrics,

@@ -51,6 +51,7 @@ type Config struct {
 	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"10s"`
 	MaxBodyBytes    int64         `env:"MAX_BODY_BYTES" envDefault:"1048576"`
 	MaxUploadBytes  int64         `env:"MAX_UPLOAD_BYTES" envDefault:"16777216"`
+	BodyReadTimeout time.Duration `env:"BODY_READ_TIMEOUT" envDefault:"30s"`
 	AllowedPaths    []string      `env:"ALLOWED_PATHS" envSeparator:","`
 
 	ShutdownDelay   time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s"`
@@ -132,7 +133,7 @@ func parseProblems(err error, environ map[string]string) []error {
 func envName(field string) string {
 	names := map[string]string{
 		"TokenRefreshMargin": "TOKEN_REFRESH_MARGIN", "UpstreamTimeout": "UPSTREAM_TIMEOUT",
-		"MaxBodyBytes": "MAX_BODY_BYTES", "MaxUploadBytes": "MAX_UPLOAD_BYTES",
+		"MaxBodyBytes": "MAX_BODY_BYTES", "MaxUploadBytes": "MAX_UPLOAD_BYTES", "BodyReadTimeout": "BODY_READ_TIMEOUT",
 		"ShutdownDelay": "SHUTDOWN_DELAY", "ShutdownTimeout": "SHUTDOWN_TIMEOUT",
 		"CacheMaxBytes": "CACHE_MAX_BYTES", "CacheTTL": "CACHE_TTL", "UpstreamRPS": "UPSTREAM_RPS",
 		"UpstreamBurst": "UPSTREAM_BURST", "UpstreamMaxWait": "UPSTREAM_MAX_WAIT", "QuotaCooldown": "QUOTA_COOLDOWN",
@@ -185,6 +186,7 @@ func (c *Config) validate() []error {
 		}
 	}
 	positive("UPSTREAM_TIMEOUT", c.UpstreamTimeout)
+	positive("BODY_READ_TIMEOUT", c.BodyReadTimeout)
 	positive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
 	positive("CACHE_TTL", c.CacheTTL)
 	for name, d := range map[string]time.Duration{"SHUTDOWN_DELAY": c.ShutdownDelay,
@@ -361,5 +363,6 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.Any("apps", ids), slog.String("api_url", c.APIURL), slog.String("listen", c.ListenAddr),
 		slog.String("admin", c.AdminAddr), slog.String("qrcode", c.QRCodeAddr), slog.String("token_mode", c.TokenMode),
+		slog.Duration("body_read_timeout", c.BodyReadTimeout),
 	)
 }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +37,7 @@ func TestDefaults(t *testing.T) {
 		"Timeout":         {c.UpstreamTimeout, 10 * time.Second},
 		"MaxBody":         {c.MaxBodyBytes, int64(1048576)},
 		"MaxUpload":       {c.MaxUploadBytes, int64(16 << 20)},
+		"BodyReadTimeout": {c.BodyReadTimeout, 30 * time.Second},
 		"ShutdownDelay":   {c.ShutdownDelay, time.Duration(0)},
 		"ShutdownTimeout": {c.ShutdownTimeout, 25 * time.Second},
 		"CacheMaxBytes":   {c.CacheMaxBytes, int64(268435456)},
@@ -78,6 +81,9 @@ func TestInvalidValuesNameTheirVariable(t *testing.T) {
 		{with("UPSTREAM_MAX_WAIT", "-1s"), "UPSTREAM_MAX_WAIT"},
 		{with("UPSTREAM_LIMITS", "/wxa/x=fast"), "UPSTREAM_LIMITS"},
 		{with("SHUTDOWN_TIMEOUT", "0s"), "SHUTDOWN_TIMEOUT"},
+		{with("BODY_READ_TIMEOUT", "0s"), "BODY_READ_TIMEOUT"},
+		{with("BODY_READ_TIMEOUT", "-1s"), "BODY_READ_TIMEOUT"},
+		{with("BODY_READ_TIMEOUT", "30"), "BODY_READ_TIMEOUT"},
 		{map[string]string{"WECHAT_APP_ID": "wx1"}, "WECHAT_APP_SECRET"},
 		{map[string]string{}, "WECHAT_APP_ID"},
 		{with("WECHAT_APP_SECRET_FILE", "/x"), "WECHAT_APP_SECRET_FILE"},
@@ -157,5 +163,22 @@ func TestUpstreamLimits(t *testing.T) {
 		if _, err := Load(with("UPSTREAM_LIMITS", bad)); err == nil {
 			t.Errorf("UPSTREAM_LIMITS=%q accepted", bad)
 		}
+	}
+}
+
+func TestBodyReadTimeout(t *testing.T) {
+	c, err := Load(with("BODY_READ_TIMEOUT", "750ms"))
+	if err != nil || c.BodyReadTimeout != 750*time.Millisecond {
+		t.Errorf("BODY_READ_TIMEOUT=750ms: %v, err %v", c.BodyReadTimeout, err)
+	}
+	// A value that does not parse is one problem, not also "must be above 0".
+	_, err = Load(with("BODY_READ_TIMEOUT", "soon"))
+	if err == nil || strings.Count(err.Error(), "BODY_READ_TIMEOUT") != 1 || !strings.Contains(err.Error(), "not a duration") {
+		t.Errorf("BODY_READ_TIMEOUT=soon: error %v, want one line naming it as not a duration", err)
+	}
+	var logged bytes.Buffer
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("start", "config", c)
+	if !strings.Contains(logged.String(), `"body_read_timeout":750000000`) {
+		t.Errorf("config log lacks body_read_timeout: %s", logged.String())
 	}
 }

@@ -26,7 +26,14 @@ type call struct {
 	body []byte
 }
 
-type callKey struct{}
+// callKey carries a relayed call's *call; uploadKey its *upload, when
+// the body streams through. (The upload is not a field of call: every
+// request, cache hits included, allocates a call, and one more field
+// would move it to a larger size class.)
+type (
+	callKey   struct{}
+	uploadKey struct{}
+)
 
 // forward sends r upstream through the reverse proxy, buffering the body
 // so a token error can be replayed, except for multipart uploads, which
@@ -37,8 +44,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, c *call) {
 			writeError(w, errUploadTooLarge)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, p.maxUpload)
-		p.reverseProxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
+		u := &upload{ReadCloser: http.MaxBytesReader(w, r.Body, p.maxUpload)}
+		// Lifted by net/http at the upload's last byte, as in readBody.
+		// Without a body its background read runs already: no deadline.
+		if r.ContentLength != 0 {
+			u.deadline = setReadDeadline(w, p.bodyTimeout)
+		}
+		r.Body = u
+		p.relay(w, r.WithContext(context.WithValue(r.Context(), uploadKey{}, u)), c)
 		return
 	}
 	body, err := p.readBody(w, r)
@@ -55,27 +68,53 @@ func (p *Proxy) proxyBuffered(w http.ResponseWriter, r *http.Request, c *call, b
 	c.body = body
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
+	p.relay(w, r, c)
+}
+
+// relay sends r upstream through the reverse proxy, WeChat's answer
+// reaching the caller as it came.
+func (p *Proxy) relay(w http.ResponseWriter, r *http.Request, c *call) {
 	p.reverseProxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callKey{}, c)))
 }
 
-// readBody buffers the request body up to MaxBodyBytes.
+// readBody buffers the request body up to MaxBodyBytes. The whole body
+// must arrive within BodyReadTimeout, and the memory it holds is what
+// arrived, not what Content-Length claims.
 func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	if r.ContentLength > p.maxBody {
+	n := r.ContentLength
+	if n > p.maxBody {
 		return nil, errBodyTooLarge
 	}
+	if n == 0 {
+		// No body: net/http reads the connection in the background
+		// already, and a deadline would end that read and the request.
+		return []byte{}, nil
+	}
+	// net/http lifts the deadline itself when the body reads to its end
+	// (it then reads on in the background, which must not fail at the
+	// deadline and cancel the request while WeChat answers). After a
+	// failed read it stays, so the server's discard of the rest of the
+	// body, once answered, is bounded too.
+	setReadDeadline(w, p.bodyTimeout)
 	var body []byte
 	var err error
-	if r.ContentLength >= 0 {
-		// The length is known: one allocation of the right size.
-		body = make([]byte, r.ContentLength)
+	switch {
+	case n > 0 && n <= exactBodyRead:
+		// One allocation of the right size: the common, small body.
+		body = make([]byte, n)
 		_, err = io.ReadFull(r.Body, body)
-	} else {
+	case n > 0:
+		body, err = readDeclared(r.Body, n)
+	default:
 		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, p.maxBody))
 	}
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		switch {
+		case errors.As(err, &mbe):
 			return nil, errBodyTooLarge
+		case isTimeout(err):
+			return nil, markBodyTimeout(w)
 		}
 		return nil, &wechatError{Status: http.StatusBadRequest, Errcode: errcodeDataFormat,
 			Errmsg: "data format error: cannot read request body"}
@@ -95,10 +134,18 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	c := pr.In.Context().Value(callKey{}).(*call)
 	pr.Out.URL.Path = c.path
 	pr.Out.URL.RawPath = ""
+	// ReverseProxy has re-encoded a query it could not parse (dropping
+	// every part with a ';'): WeChat gets the caller's bytes instead, less
+	// any access_token of the caller's.
+	pr.Out.URL.RawQuery = withoutToken(pr.In.URL.RawQuery)
 	pr.SetURL(p.upstream)
 }
 
 func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if u, _ := r.Context().Value(uploadKey{}).(*upload); u.timedOut() {
+		writeError(w, markBodyTimeout(w))
+		return
+	}
 	we := writeError(w, err)
 	if we.Status != http.StatusOK {
 		p.log.Warn("upstream call failed", "path", r.URL.Path, "status", we.Status,
@@ -115,15 +162,24 @@ func (t upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if c == nil {
 		return nil, errors.New("proxy: request without call")
 	}
-	return t.p.send(req.Context(), req, c)
+	return t.p.sendCall(req.Context(), req, c, true)
 }
 
-// send makes c's upstream call with req as the template, replaying it once
-// with a fresh token on 40001/40014/42001. The response body, when there is
-// one, cancels the call's timeout when closed.
+// send makes c's upstream call for the image path, which counts an
+// image's outcome itself (see sendCall).
 func (p *Proxy) send(ctx context.Context, req *http.Request, c *call) (*http.Response, error) {
+	return p.sendCall(ctx, req, c, false)
+}
+
+// sendCall makes c's upstream call with req as the template, replaying it
+// once with a fresh token on 40001/40014/42001. The response body, when
+// there is one, cancels the call's timeout when closed. relayed: WeChat's
+// answer goes back to the caller as it came, through the reverse proxy, so
+// a 200 without an errcode counts as ok here; an image fetch is not
+// relayed, as it alone can tell a whole image from a broken one.
+func (p *Proxy) sendCall(ctx context.Context, req *http.Request, c *call, relayed bool) (*http.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	resp, err := p.sendWithToken(ctx, req, c)
+	resp, err := p.sendWithToken(ctx, req, c, relayed)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -132,16 +188,16 @@ func (p *Proxy) send(ctx context.Context, req *http.Request, c *call) (*http.Res
 	return resp, nil
 }
 
-func (p *Proxy) sendWithToken(ctx context.Context, req *http.Request, c *call) (*http.Response, error) {
+func (p *Proxy) sendWithToken(ctx context.Context, req *http.Request, c *call, relayed bool) (*http.Response, error) {
 	if c.app == nil {
-		resp, _, err := p.roundTrip(ctx, req, c, "")
+		resp, _, err := p.roundTrip(ctx, req, c, "", relayed)
 		return resp, err
 	}
 	tok, err := c.app.tokens.Token(ctx)
 	if err != nil {
 		return nil, err
 	}
-	resp, errcode, err := p.roundTrip(ctx, req, c, tok.Value)
+	resp, errcode, err := p.roundTrip(ctx, req, c, tok.Value, relayed)
 	if err != nil || c.body == nil || !isTokenErrcode(errcode) {
 		return resp, err
 	}
@@ -154,16 +210,16 @@ func (p *Proxy) sendWithToken(ctx context.Context, req *http.Request, c *call) (
 	}
 	resp.Body.Close()
 	p.metrics.TokenReplays.WithLabelValues(c.app.id).Inc()
-	resp, _, err = p.roundTrip(ctx, req, c, fresh.Value)
+	resp, _, err = p.roundTrip(ctx, req, c, fresh.Value, relayed)
 	return resp, err
 }
 
 // roundTrip makes exactly one upstream request — req's method and headers,
 // c's buffered body (or req's streamed one), tok in the query — once the
 // limiter grants a slot. It returns the errcode of a small JSON answer (0
-// if none) and records the call's metrics; an image's outcome is left to
-// the image path, which alone can tell a whole image from a broken one.
-func (p *Proxy) roundTrip(ctx context.Context, req *http.Request, c *call, tok string) (*http.Response, int, error) {
+// if none) and records the call's metrics; the outcome of a call that is
+// not relayed, an image's, is left to the image path.
+func (p *Proxy) roundTrip(ctx context.Context, req *http.Request, c *call, tok string, relayed bool) (*http.Response, int, error) {
 	var appID string
 	if c.app != nil {
 		appID = c.app.id
@@ -203,7 +259,7 @@ func (p *Proxy) roundTrip(ctx context.Context, req *http.Request, c *call, tok s
 		outcome("errcode")
 		p.metrics.UpstreamErrcodes.WithLabelValues(c.endpoint, metrics.ErrcodeLabel(errcode)).Inc()
 		p.limits.observe(appID, c.endpoint, errcode)
-	} else if !isCodeEndpoint(c.path) {
+	} else if relayed {
 		outcome("ok")
 	}
 	return resp, errcode, nil
@@ -218,23 +274,6 @@ func (e *transportError) Unwrap() error { return e.err }
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
-}
-
-// withToken returns rawQuery with every access_token replaced by tok,
-// leaving the rest byte for byte (signed requests depend on it).
-func withToken(rawQuery, tok string) string {
-	var b strings.Builder
-	b.Grow(len(rawQuery) + len("access_token=") + len(tok) + 1)
-	for part := range strings.SplitSeq(rawQuery, "&") {
-		if part == "" || part == "access_token" || strings.HasPrefix(part, "access_token=") {
-			continue
-		}
-		b.WriteString(part)
-		b.WriteByte('&')
-	}
-	b.WriteString("access_token=")
-	b.WriteString(tok)
-	return b.String()
 }
 
 // maxErrcodePeek bounds how much of a response is read to look for a token

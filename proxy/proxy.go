@@ -51,6 +51,10 @@ type Options struct {
 	MaxBodyBytes int64
 	// MaxUploadBytes bounds streamed multipart bodies; default 16 MiB.
 	MaxUploadBytes int64
+	// BodyReadTimeout bounds how long a request body, buffered or
+	// streamed, may take to arrive once the handler starts reading it;
+	// default 30s. A late body gets 408.
+	BodyReadTimeout time.Duration
 	// AllowedPaths, when not empty, are the only path prefixes served.
 	AllowedPaths []string
 	// Logger receives warnings about failed upstream calls; default discard.
@@ -81,6 +85,7 @@ type Proxy struct {
 	timeout      time.Duration
 	maxBody      int64
 	maxUpload    int64
+	bodyTimeout  time.Duration
 	allowed      []string
 	log          *slog.Logger
 	metrics      *metrics.Metrics
@@ -115,17 +120,18 @@ func New(opts Options) (*Proxy, error) {
 		return nil, errors.New("proxy: no apps")
 	}
 	p := &Proxy{
-		upstream:  u,
-		apps:      make(map[string]*app, len(opts.Apps)),
-		transport: opts.Transport,
-		timeout:   opts.UpstreamTimeout,
-		maxBody:   opts.MaxBodyBytes,
-		maxUpload: opts.MaxUploadBytes,
-		allowed:   opts.AllowedPaths,
-		log:       opts.Logger,
-		metrics:   opts.Metrics,
-		now:       opts.Now,
-		cache:     opts.Cache,
+		upstream:    u,
+		apps:        make(map[string]*app, len(opts.Apps)),
+		transport:   opts.Transport,
+		timeout:     opts.UpstreamTimeout,
+		maxBody:     opts.MaxBodyBytes,
+		maxUpload:   opts.MaxUploadBytes,
+		bodyTimeout: opts.BodyReadTimeout,
+		allowed:     opts.AllowedPaths,
+		log:         opts.Logger,
+		metrics:     opts.Metrics,
+		now:         opts.Now,
+		cache:       opts.Cache,
 	}
 	for _, a := range opts.Apps {
 		if a.Tokens == nil {
@@ -153,6 +159,9 @@ func New(opts Options) (*Proxy, error) {
 	}
 	if p.maxUpload <= 0 {
 		p.maxUpload = 16 << 20
+	}
+	if p.bodyTimeout <= 0 {
+		p.bodyTimeout = 30 * time.Second
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -251,6 +260,9 @@ func (p *Proxy) observeRequest(route string, status int, start time.Time) {
 
 // serve answers r and returns its route for the metrics.
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) string {
+	if refuseRequest(w, r) {
+		return routePassthrough
+	}
 	a, apiPath, err := p.appFromPrefix(r.URL.Path)
 	if err != nil {
 		writeError(w, err)
@@ -331,7 +343,9 @@ func (p *Proxy) appFromToken(r *http.Request) (*app, error) {
 	if p.only != nil {
 		return p.only, nil
 	}
-	if callerToken := r.URL.Query().Get("access_token"); callerToken != "" {
+	// The caller's tokens, however spelled, as the rewrite will strip
+	// them: only a token the sidecar issued picks an app.
+	for callerToken := range callerTokens(r.URL.RawQuery) {
 		for _, a := range p.apps {
 			if a.tokens.Owns(callerToken) {
 				return a, nil
