@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -10,28 +11,42 @@ import (
 )
 
 // drainGuard stands between a server and its handler so that shutdown
-// never cuts a request silently. Until drain is called it only keeps a list
-// of the requests in flight. drain then takes over every request whose
-// response has not started: its context is cancelled, so the handler gives
-// up on WeChat, the rate limiter or a shared code fetch, and whatever the
-// handler then writes is replaced by 503, errcode -1 and Retry-After: 1,
-// which a caller can retry on another instance. A response that already
-// started is left to finish or be cut at SHUTDOWN_TIMEOUT.
+// never cuts a request silently. Until drain is called it only notes, per
+// connection, whether a request is in flight and whether its response has
+// started. drain then takes over every request whose response has not
+// started: its context is cancelled, so the handler gives up on WeChat, the
+// rate limiter or a shared code fetch, and whatever the handler then writes
+// is replaced by 503, errcode -1 and Retry-After: 1, which a caller can
+// retry on another instance. A response that already started is left to
+// finish or be cut at SHUTDOWN_TIMEOUT.
 //
-// The 503 is written from the handler's own goroutine, once the handler
-// notices the cancellation (every wait in the proxy selects on its
-// context). Writing it from drain's goroutine instead would need a goroutine
-// or a private header map per request, a cost every cache hit would pay.
+// A cache hit must not pay for this, so nothing is allocated per request:
+// an HTTP/1 connection serves one request at a time, and each connection
+// gets, once, a cancellable context (the parent of its requests' contexts)
+// and a drainWriter that its requests reuse. The 503 is written from the
+// handler's own goroutine once the handler notices the cancellation (every
+// wait in the proxy selects on its context); writing it from drain's
+// goroutine would need a goroutine or a private header map per request.
 type drainGuard struct {
-	mu       sync.Mutex
-	draining bool
-	head     *drainWriter // requests in flight, a list linked through the writers
+	draining atomic.Bool
+
+	mu    sync.Mutex
+	conns map[net.Conn]*drainConn
 }
 
-// drainWriter states: the handler has not started its response, has started
-// it, or the drain took the request over.
+// drainConn is one connection's share of the guard.
+type drainConn struct {
+	cancel context.CancelFunc // cancels the connection's context, so its request's
+	writer drainWriter        // reused by each request on the connection
+}
+
+type drainConnKey struct{}
+
+// drainWriter states. Only the connection's own goroutine moves a writer
+// out of responseTakenOver; drain only moves it there, from pending.
 const (
-	responsePending int32 = iota
+	responseIdle int32 = iota // no request in the handler
+	responsePending
 	responseStarted
 	responseTakenOver
 )
@@ -44,64 +59,79 @@ var drainedBody = []byte(`{"errcode":-1,"errmsg":"system error: shutting down, r
 
 var drainedContentLength = []string{strconv.Itoa(len(drainedBody))}
 
-// Handler wraps next.
-func (g *drainGuard) Handler(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithCancel(r.Context())
-		defer cancel()
-		d := &drainWriter{ResponseWriter: w, cancel: cancel}
-		if !g.add(d) {
-			d.answer()
-			return
-		}
-		defer g.remove(d)
-		next.ServeHTTP(d, r.WithContext(ctx))
-		if d.state.Load() == responseTakenOver && !d.answered {
-			d.answer()
-		}
-	})
+// guard installs g on srv: around its handler, and on its connections
+// through ConnContext and ConnState (which it must not have already).
+func (g *drainGuard) guard(srv *http.Server) {
+	next := srv.Handler
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { g.serve(next, w, r) })
+	srv.ConnContext = g.connContext
+	srv.ConnState = g.connState
 }
 
-// add links d into the list, unless the drain has begun: then the request
-// is answered 503 at once, like the ones the drain took over.
-func (g *drainGuard) add(d *drainWriter) bool {
+func (g *drainGuard) connContext(ctx context.Context, c net.Conn) context.Context {
+	dc := &drainConn{}
+	ctx, dc.cancel = context.WithCancel(ctx)
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.draining {
-		return false
+	if g.conns == nil {
+		g.conns = map[net.Conn]*drainConn{}
 	}
-	d.next = g.head
-	if g.head != nil {
-		g.head.prev = d
-	}
-	g.head = d
-	return true
+	g.conns[c] = dc
+	g.mu.Unlock()
+	return context.WithValue(ctx, drainConnKey{}, dc)
 }
 
-func (g *drainGuard) remove(d *drainWriter) {
+func (g *drainGuard) connState(c net.Conn, state http.ConnState) {
+	if state != http.StateClosed && state != http.StateHijacked {
+		return
+	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if d.prev != nil {
-		d.prev.next = d.next
-	} else {
-		g.head = d.next
+	dc := g.conns[c]
+	delete(g.conns, c)
+	g.mu.Unlock()
+	if dc != nil {
+		dc.cancel()
 	}
-	if d.next != nil {
-		d.next.prev = d.prev
+}
+
+func (g *drainGuard) serve(next http.Handler, w http.ResponseWriter, r *http.Request) {
+	dc, _ := r.Context().Value(drainConnKey{}).(*drainConn)
+	if dc == nil || r.ProtoMajor != 1 {
+		// Several requests at once on one connection (HTTP/2, which these
+		// ports do not speak) would share the writer.
+		next.ServeHTTP(w, r)
+		return
 	}
-	d.prev, d.next = nil, nil
+	d := &dc.writer
+	d.ResponseWriter, d.answered = w, false
+	d.state.Store(responsePending)
+	defer func() {
+		d.ResponseWriter = nil
+		d.state.Store(responseIdle)
+	}()
+	if g.draining.Load() {
+		// Arrived after the drain (on a connection accepted before it).
+		d.state.Store(responseTakenOver)
+		d.answer()
+		return
+	}
+	next.ServeHTTP(d, r)
+	if d.state.Load() == responseTakenOver && !d.answered {
+		d.answer()
+	}
 }
 
 // drain takes over every request in flight whose response has not started,
 // and every request that arrives from now on. It returns how many it took.
 func (g *drainGuard) drain() int {
+	g.draining.Store(true)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.draining = true
 	taken := 0
-	for d := g.head; d != nil; d = d.next {
-		if d.state.CompareAndSwap(responsePending, responseTakenOver) {
-			d.cancel()
+	for _, dc := range g.conns {
+		if dc.writer.state.CompareAndSwap(responsePending, responseTakenOver) {
+			// The answer closes the connection, so no later request on it
+			// inherits the cancelled context.
+			dc.cancel()
 			taken++
 		}
 	}
@@ -109,14 +139,11 @@ func (g *drainGuard) drain() int {
 }
 
 // drainWriter is the ResponseWriter a guarded handler gets. Only state is
-// shared with drain; everything else belongs to the handler's goroutine.
+// shared with drain; everything else belongs to the connection's goroutine.
 type drainWriter struct {
 	http.ResponseWriter
 	state    atomic.Int32
 	answered bool // the 503 went out; the handler's writes go nowhere
-	cancel   context.CancelFunc
-
-	prev, next *drainWriter
 }
 
 // start reports whether the handler may write its response: true unless

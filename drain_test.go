@@ -23,14 +23,26 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func (g *drainGuard) inFlight() int {
+// waiting counts the requests whose response has not started.
+func (g *drainGuard) waiting() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	n := 0
-	for d := g.head; d != nil; d = d.next {
-		n++
+	for _, dc := range g.conns {
+		if dc.writer.state.Load() == responsePending {
+			n++
+		}
 	}
 	return n
+}
+
+// guardedServer is an httptest server with g installed as main installs it.
+func guardedServer(t *testing.T, g *drainGuard, h http.HandlerFunc) *httptest.Server {
+	srv := httptest.NewUnstartedServer(h)
+	g.guard(srv.Config)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 type response struct {
@@ -70,7 +82,7 @@ func assertDrained503(t *testing.T, r response) {
 func TestDrainAnswersWaitingRequests503(t *testing.T) {
 	var g drainGuard
 	handlerSawCancel := make(chan error, 1)
-	srv := httptest.NewServer(g.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := guardedServer(t, &g, func(w http.ResponseWriter, r *http.Request) {
 		// Like the proxy: headers set early, an error answer once the wait
 		// is cancelled.
 		w.Header().Set("Content-Type", "image/jpeg")
@@ -80,10 +92,9 @@ func TestDrainAnswersWaitingRequests503(t *testing.T) {
 		if _, err := w.Write([]byte("upstream failed")); !errors.Is(err, errDrained) {
 			t.Errorf("handler's write after the drain: %v, want errDrained", err)
 		}
-	})))
-	defer srv.Close()
+	})
 	ch := getAsync(srv.URL)
-	waitFor(t, "the request in flight", func() bool { return g.inFlight() == 1 })
+	waitFor(t, "the request in flight", func() bool { return g.waiting() == 1 })
 	if n := g.drain(); n != 1 {
 		t.Errorf("drain took %d requests, want 1", n)
 	}
@@ -102,15 +113,14 @@ func TestDrainAnswersWaitingRequests503(t *testing.T) {
 func TestDrainLeavesStartedResponsesToFinish(t *testing.T) {
 	var g drainGuard
 	release := make(chan struct{})
-	srv := httptest.NewServer(g.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := guardedServer(t, &g, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		if err := http.NewResponseController(w).Flush(); err != nil {
 			t.Errorf("Flush through the guard: %v", err)
 		}
 		<-release
 		io.WriteString(w, "finished")
-	})))
-	defer srv.Close()
+	})
 	resp, err := http.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +138,7 @@ func TestDrainLeavesStartedResponsesToFinish(t *testing.T) {
 
 func TestDrainWriterKeepsResponseControllerWorking(t *testing.T) {
 	var g drainGuard
-	srv := httptest.NewServer(g.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := guardedServer(t, &g, func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
 		if err := rc.SetReadDeadline(time.Now().Add(time.Minute)); err != nil {
 			t.Errorf("SetReadDeadline through the guard: %v", err)
@@ -140,8 +150,7 @@ func TestDrainWriterKeepsResponseControllerWorking(t *testing.T) {
 		if err := rc.Flush(); err != nil {
 			t.Errorf("Flush through the guard: %v", err)
 		}
-	})))
-	defer srv.Close()
+	})
 	if r := <-getAsync(srv.URL); r.err != nil || r.body != "ok" {
 		t.Errorf("got %q %v", r.body, r.err)
 	}
@@ -152,12 +161,11 @@ func TestDrainWriterKeepsResponseControllerWorking(t *testing.T) {
 func TestDrainCountsAFlushAsStarted(t *testing.T) {
 	var g drainGuard
 	release := make(chan struct{})
-	srv := httptest.NewServer(g.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := guardedServer(t, &g, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Handler", "yes")
 		http.NewResponseController(w).Flush()
 		<-release
-	})))
-	defer srv.Close()
+	})
 	resp, err := http.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)

@@ -218,8 +218,9 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 	// net/http's own complaints (accept errors, superfluous WriteHeader)
 	// are warnings in the same JSON as everything else.
 	errorLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
-	s.api = &http.Server{Handler: s.drain.Handler(p), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	s.api = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: errorLog}
+	s.drain.guard(s.api)
 	// The admin handlers read no body and answer in milliseconds, so a
 	// ReadTimeout (counted from the request's first byte) bounds a request
 	// that declares a body it never sends, which net/http would otherwise
@@ -228,8 +229,9 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 	s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: adminReadTimeout,
 		IdleTimeout: 2 * time.Minute, ErrorLog: errorLog}
 	if cfg.QRCodeAddr != "" {
-		s.qrcode = &http.Server{Handler: s.drain.Handler(unreadBodyCloses(p.QRCodeHandler())), ReadHeaderTimeout: 10 * time.Second,
+		s.qrcode = &http.Server{Handler: unreadBodyCloses(p.QRCodeHandler()), ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout: 2 * time.Minute, ErrorLog: errorLog}
+		s.drain.guard(s.qrcode)
 	}
 	return s, nil
 }
