@@ -107,8 +107,9 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	log.Info("shutting down", "delay", cfg.ShutdownDelay, "timeout", cfg.ShutdownTimeout)
 	s.ready.Store(false)
 	// From here every response says Connection: close and idle connections
-	// are closed, so a caller's next request opens a new connection (to
-	// another pod once the endpoints update) instead of racing our close.
+	// are closed (net/http does both), so a caller's next request opens a
+	// new connection, served during SHUTDOWN_DELAY, instead of racing the
+	// close of an idle one at Shutdown.
 	s.api.SetKeepAlivesEnabled(false)
 	if s.qrcode != nil {
 		s.qrcode.SetKeepAlivesEnabled(false)
