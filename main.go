@@ -70,7 +70,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		}
 		return 2
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel()}))
+	log := newLogger(stderr, cfg.LogLevel())
 	if environ["GOMEMLIMIT"] == "" {
 		// Without a limit the heap may grow to twice the cache before a GC.
 		debug.SetMemoryLimit(cache.MemoryLimit(cfg.CacheMaxBytes))
@@ -106,6 +106,14 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	}
 	log.Info("shutting down", "delay", cfg.ShutdownDelay, "timeout", cfg.ShutdownTimeout)
 	s.ready.Store(false)
+	// From here every response says Connection: close and idle connections
+	// are closed (net/http does both), so a caller's next request opens a
+	// new connection, served during SHUTDOWN_DELAY, instead of racing the
+	// close of an idle one at Shutdown.
+	s.api.SetKeepAlivesEnabled(false)
+	if s.qrcode != nil {
+		s.qrcode.SetKeepAlivesEnabled(false)
+	}
 	time.Sleep(cfg.ShutdownDelay)
 	if err := s.shutdown(cfg.ShutdownTimeout); err != nil {
 		log.Warn("in-flight requests did not finish in time", "error", err)
@@ -126,6 +134,7 @@ type sidecar struct {
 	api, admin, qrcode       *http.Server
 	apiLn, adminLn, qrcodeLn net.Listener
 	ready                    atomic.Bool
+	drain                    drainGuard // of the API and QRCODE_ADDR ports
 
 	stopTokens context.CancelFunc
 	tokensDone sync.WaitGroup
@@ -146,7 +155,9 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		ResponseHeaderTimeout: cfg.UpstreamTimeout,
 	}
 	var apps []proxy.App
+	var appIDs []string
 	for _, a := range cfg.Apps {
+		appIDs = append(appIDs, a.ID)
 		m, err := token.New(token.Options{
 			AppID:         a.ID,
 			Secret:        a.Secret,
@@ -204,14 +215,62 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		return nil, err
 	}
 	s.proxy = p
+	s.metrics.Init(appIDs, proxy.KnownEndpoints())
+	s.metrics.BuildInfo(version)
+	// net/http's own complaints (accept errors, superfluous WriteHeader)
+	// are warnings in the same JSON as everything else.
+	errorLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	s.api = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		ErrorLog: errorLog}
+	s.drain.guard(s.api)
+	// The admin handlers read no body and answer in milliseconds, so a
+	// ReadTimeout (counted from the request's first byte) bounds a request
+	// that declares a body it never sends, which net/http would otherwise
+	// wait for forever before answering. It is longer than the header
+	// timeout so that one still applies to slow headers.
+	s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: adminReadTimeout,
+		IdleTimeout: 2 * time.Minute, ErrorLog: errorLog}
 	if cfg.QRCodeAddr != "" {
-		s.qrcode = &http.Server{Handler: p.QRCodeHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		s.qrcode = &http.Server{Handler: unreadBodyCloses(p.QRCodeHandler()), ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout: 2 * time.Minute, ErrorLog: errorLog}
+		s.drain.guard(s.qrcode)
 	}
 	return s, nil
+}
+
+// adminReadTimeout bounds a whole request on the admin port.
+const adminReadTimeout = 12 * time.Second
+
+// unreadBodyCloses guards a port whose handlers read no request body
+// (QRCODE_ADDR). net/http discards an unread body before it answers and
+// again when the handler returns, so a request declaring a body it never
+// sends would hold its goroutine and connection forever. Such a request's
+// read deadline is moved to now: the discard fails at once, the answer goes
+// out and the connection is closed after it. A ReadTimeout would do it too,
+// but it also cancels the request's context when it passes during the
+// handler, and a /qrcode waiting on WeChat (up to twice UPSTREAM_TIMEOUT
+// with its retry) must not be cut by it.
+func unreadBodyCloses(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != http.NoBody {
+			w.Header().Set("Connection", "close")
+			http.NewResponseController(w).SetReadDeadline(time.Now())
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// newLogger returns the JSON logger every line on stderr goes through and
+// makes it the default, so what the standard library prints with package
+// log (http.Transport's "Unsolicited response received on idle HTTP
+// channel", for one) is JSON too, at WARN.
+func newLogger(stderr io.Writer, level slog.Leveler) *slog.Logger {
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// A JSON handler writes to stderr itself, never back through package
+	// log, so routing package log into it cannot loop.
+	slog.SetDefault(log)
+	slog.SetLogLoggerLevel(slog.LevelWarn)
+	return log
 }
 
 // listen binds every port before anything is served, so a port in use
@@ -255,18 +314,43 @@ func (s *sidecar) serve() <-chan error {
 	return errs
 }
 
-// shutdown drains the API port within timeout, then stops the rest.
+// shutdown drains the API and QRCODE_ADDR ports within timeout, then stops
+// the admin port. Shortly before the timeout, requests still waiting for
+// their answer get 503 and Retry-After: 1 instead of a cut connection.
 func (s *sidecar) shutdown(timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var errs []error
-	for _, srv := range []*http.Server{s.api, s.qrcode} {
+	answerWaiting := time.AfterFunc(drainDelay(timeout), func() {
+		if n := s.drain.drain(); n > 0 {
+			s.log.Warn("shutdown timeout near: requests still waiting answered 503", "requests", n)
+		}
+	})
+	defer answerWaiting.Stop()
+	servers := []*http.Server{s.api, s.qrcode}
+	errs := make([]error, len(servers))
+	var wg sync.WaitGroup
+	for i, srv := range servers {
 		if srv != nil {
-			errs = append(errs, srv.Shutdown(ctx))
+			// Together: the QRCODE_ADDR listener must not keep accepting
+			// while the API port drains.
+			wg.Go(func() { errs[i] = srv.Shutdown(ctx) })
 		}
 	}
+	wg.Wait()
 	s.admin.Shutdown(ctx)
 	return errors.Join(errs...)
+}
+
+// drainMargin is how long before SHUTDOWN_TIMEOUT the requests still
+// waiting are answered 503: long enough for the handlers to notice their
+// cancelled context and the answers to reach the callers before the
+// connections are closed.
+const drainMargin = time.Second
+
+// drainDelay is when, after the drain began, waiting requests are answered:
+// drainMargin before timeout, or halfway through a shorter one.
+func drainDelay(timeout time.Duration) time.Duration {
+	return max(timeout-drainMargin, timeout/2)
 }
 
 func (s *sidecar) close() {

@@ -55,12 +55,20 @@ func freePort(t *testing.T) string {
 
 func startSidecar(t *testing.T, env []string, args ...string) *sidecarProcess {
 	t.Helper()
+	return startSidecarVia(t, nil, env, args...)
+}
+
+// startSidecarVia starts the binary as the last argument of launcher (e.g.
+// a shell that lowers a limit, then execs it), or directly without one.
+func startSidecarVia(t *testing.T, launcher []string, env []string, args ...string) *sidecarProcess {
+	t.Helper()
 	bin, err := buildSidecar()
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &sidecarProcess{api: freePort(t), admin: freePort(t), stderr: &syncBuffer{}}
-	p.cmd = exec.Command(bin, args...)
+	argv := append(append(append([]string{}, launcher...), bin), args...)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LISTEN_ADDR=" + p.api, "ADMIN_ADDR=" + p.admin}, env...)
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {

@@ -9,6 +9,7 @@ package metrics
 
 import (
 	"net/http"
+	"runtime"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -107,6 +108,49 @@ func New() *Metrics {
 	}
 }
 
+// Outcomes are the values of upstream_requests_total's outcome label.
+var Outcomes = []string{"ok", "errcode", "http_error", "timeout", "broken_image"}
+
+// CacheResults are the values of cache_requests_total's result label.
+var CacheResults = []string{"hit", "miss", "collapsed"}
+
+// Init creates, at zero, every series of the families alerts take
+// increase() or rate() of, for each configured app and each endpoint label
+// value: a series that first appears at 1 has no earlier sample, so
+// increase() misses the event that created it. The errcode of
+// upstream_errcodes_total and the code of requests_total are left out: their
+// values are whatever WeChat or the sidecar answers.
+func (m *Metrics) Init(apps, endpoints []string) {
+	for _, result := range CacheResults {
+		m.CacheRequests.WithLabelValues(result)
+	}
+	for _, endpoint := range endpoints {
+		for _, outcome := range Outcomes {
+			m.UpstreamRequests.WithLabelValues(endpoint, outcome)
+		}
+		m.RateLimitRejections.WithLabelValues(endpoint)
+		m.UpstreamRetries.WithLabelValues(endpoint)
+	}
+	for _, app := range apps {
+		m.TokenFetches.WithLabelValues(app, "ok")
+		m.TokenFetches.WithLabelValues(app, "error")
+		m.TokenReplays.WithLabelValues(app)
+		for _, endpoint := range endpoints {
+			m.QuotaCooldown.WithLabelValues(app, endpoint).Set(0)
+		}
+	}
+}
+
+// BuildInfo exposes wxa_sidecar_build_info{version,goversion} = 1, so a
+// dashboard can tell which build each instance runs.
+func (m *Metrics) BuildInfo(version string) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "build_info",
+		Help:        "Always 1; the labels name the sidecar's version and the Go release it was built with.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}})
+	g.Set(1)
+	m.Registry.MustRegister(g)
+}
+
 // ObserveCache exposes the cache's size as gauges read at scrape time.
 func (m *Metrics) ObserveCache(bytes, entries func() float64) {
 	m.Registry.MustRegister(
@@ -146,8 +190,8 @@ func (m *Metrics) Handler() http.Handler {
 var knownErrcodes = map[int]bool{
 	-1: true, 40001: true, 40002: true, 40013: true, 40014: true, 40097: true, 40125: true, 40129: true,
 	40159: true, 40164: true, 40169: true, 41001: true, 41030: true, 42001: true, 43002: true,
-	44990: true, 44993: true, 45009: true, 45011: true, 45029: true, 47001: true, 48001: true, 85096: true,
-	89503: true, 89506: true, 89507: true,
+	44990: true, 44993: true, 45009: true, 45011: true, 45029: true, 45063: true, 47001: true, 48001: true,
+	61004: true, 85096: true, 89503: true, 89506: true, 89507: true,
 }
 
 // ErrcodeLabel is code as a label value: known codes as themselves, the

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -73,6 +74,8 @@ func TestEveryContractMetricIsExposed(t *testing.T) {
 
 func TestExpositionPassesPromlint(t *testing.T) {
 	m := New()
+	m.Init([]string{"wx1", "wx2"}, []string{"/wxa/getwxacodeunlimit", "other"})
+	m.BuildInfo("v1.2.3")
 	touch(m)
 	families, err := m.Registry.Gather()
 	if err != nil {
@@ -88,7 +91,63 @@ func TestExpositionPassesPromlint(t *testing.T) {
 }
 
 func TestErrcodeLabelIsBounded(t *testing.T) {
-	if ErrcodeLabel(45009) != "45009" || ErrcodeLabel(-1) != "-1" || ErrcodeLabel(12345) != "other" {
+	if ErrcodeLabel(45009) != "45009" || ErrcodeLabel(-1) != "-1" || ErrcodeLabel(12345) != "other" ||
+		ErrcodeLabel(45063) != "45063" || ErrcodeLabel(61004) != "61004" {
 		t.Error("known codes must label as themselves, the rest as other")
+	}
+}
+
+func TestInitExposesEverySeriesAtZeroBeforeAnyEvent(t *testing.T) {
+	m := New()
+	apps, endpoints := []string{"wx1", "wx2"}, []string{"/cgi-bin/getcallbackip", "/wxa/getwxacodeunlimit", "other"}
+	m.Init(apps, endpoints)
+	m.BuildInfo("v1.2.3")
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, metric := range f.GetMetric() {
+			var labels []string
+			for _, l := range metric.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			v := metric.GetCounter().GetValue() + metric.GetGauge().GetValue()
+			got[f.GetName()+"{"+strings.Join(labels, ",")+"}"] = v
+		}
+	}
+	want := map[string]float64{}
+	for _, r := range []string{"hit", "miss", "collapsed"} {
+		want["wxa_sidecar_cache_requests_total{result="+r+"}"] = 0
+	}
+	for _, e := range endpoints {
+		for _, o := range []string{"ok", "errcode", "http_error", "timeout", "broken_image"} {
+			want["wxa_sidecar_upstream_requests_total{endpoint="+e+",outcome="+o+"}"] = 0
+		}
+		want["wxa_sidecar_ratelimit_rejections_total{endpoint="+e+"}"] = 0
+		want["wxa_sidecar_upstream_retries_total{endpoint="+e+"}"] = 0
+	}
+	for _, a := range apps {
+		want["wxa_sidecar_token_fetches_total{app="+a+",result=ok}"] = 0
+		want["wxa_sidecar_token_fetches_total{app="+a+",result=error}"] = 0
+		want["wxa_sidecar_token_replays_total{app="+a+"}"] = 0
+		for _, e := range endpoints {
+			want["wxa_sidecar_quota_cooldown_active{app="+a+",endpoint="+e+"}"] = 0
+		}
+	}
+	want["wxa_sidecar_build_info{goversion="+runtime.Version()+",version=v1.2.3}"] = 1
+	for series, v := range want {
+		if g, ok := got[series]; !ok {
+			t.Errorf("%s missing before any event", series)
+		} else if g != v {
+			t.Errorf("%s = %v, want %v", series, g, v)
+		}
+	}
+	// Open-ended label values are never guessed at.
+	for series := range got {
+		if strings.HasPrefix(series, "wxa_sidecar_upstream_errcodes_total") || strings.HasPrefix(series, "wxa_sidecar_requests_total") {
+			t.Errorf("%s created before it happened", series)
+		}
 	}
 }

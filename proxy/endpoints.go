@@ -1,5 +1,7 @@
 package proxy
 
+import "slices"
+
 // knownEndpoints are the WeChat paths that get a label, a limiter and a
 // cool-down of their own. Every other path shares "other", so callers
 // cannot grow any of these without bound.
@@ -44,4 +46,16 @@ func endpointOf(apiPath string) string {
 // isCodeEndpoint reports the endpoints whose images are cached.
 func isCodeEndpoint(apiPath string) bool {
 	return apiPath == pathUnlimited || apiPath == pathWxacode || apiPath == pathQRCode
+}
+
+// KnownEndpoints returns every value the endpoint label can take: the known
+// WeChat paths, sorted, then "other". The metrics are created at zero for
+// each, so an alert sees the first event.
+func KnownEndpoints() []string {
+	endpoints := make([]string, 0, len(knownEndpoints)+1)
+	for e := range knownEndpoints {
+		endpoints = append(endpoints, e)
+	}
+	slices.Sort(endpoints)
+	return append(endpoints, endpointOther)
 }
