@@ -147,6 +147,13 @@ func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	we := writeError(w, err)
+	if r.Context().Err() != nil {
+		// The caller hung up, or the shutdown drain answered it: not
+		// WeChat's failure.
+		p.log.Info("request cancelled before WeChat answered", "path", r.URL.Path,
+			"error", token.RedactError(err).Error())
+		return
+	}
 	if we.Status != http.StatusOK {
 		p.log.Warn("upstream call failed", "path", r.URL.Path, "status", we.Status,
 			"error", token.RedactError(err).Error())
