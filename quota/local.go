@@ -1,0 +1,295 @@
+package quota
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
+)
+
+// Limit is a token bucket: Rate slots a second, Burst at once. A zero Rate
+// means unlimited.
+type Limit struct {
+	Rate  float64
+	Burst int
+}
+
+// Options configures a Local gate.
+type Options struct {
+	// Default applies to each app and endpoint separately (each WeChat API
+	// has a quota of its own).
+	Default Limit
+	// Endpoints overrides Default for the named endpoints.
+	Endpoints map[string]Limit
+	// MaxWait is how long a caller may queue for a slot; 0 refuses at once.
+	MaxWait time.Duration
+	// DailyCooldown is how long 45009 (daily quota) closes an endpoint; 0
+	// means until the next midnight China time, when WeChat resets it.
+	DailyCooldown time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger gets a warning for every cool-down started; nil discards.
+	Logger *slog.Logger
+	Hooks  Hooks
+}
+
+// Hooks report what a Local gate does, for metrics. A nil func is not
+// called. They are called synchronously, some under the gate's lock: they
+// must be quick and must not call back into the gate.
+type Hooks struct {
+	// Rejected: a call for k was refused because no rate-limit slot was
+	// free within MaxWait (not for a cool-down).
+	Rejected func(k Key)
+	// Waited: a call for k was granted a slot after queueing d (0 when one
+	// was free), reported before the wait.
+	Waited func(k Key, d time.Duration)
+	// Cooldown: a cool-down on k started (active) or ended (!active).
+	Cooldown func(k Key, active bool)
+}
+
+// Local is a Gate in memory, for one process: x/time/rate token buckets
+// and cool-downs per Key. Its maps grow with the keys callers pass and
+// nothing else (see Key).
+type Local struct {
+	opts Options
+	now  func() time.Time
+	log  *slog.Logger
+	// afterFunc starts the timer that ends a cool-down's Hooks.Cooldown;
+	// time.AfterFunc but in tests, which fire it themselves.
+	afterFunc func(d time.Duration, f func()) (stop func() bool)
+
+	mu        sync.Mutex
+	closed    bool
+	buckets   map[Key]*rate.Limiter
+	cooldowns map[Key]*cooldown
+}
+
+var _ Gate = (*Local)(nil)
+
+// cooldown is a Cooldown in force and the timer that reports its end.
+type cooldown struct {
+	Cooldown
+	stop func() bool // nil once the gate is closed
+}
+
+// NewLocal returns a gate with o's limits and no cool-down. Close it to
+// stop its timers.
+func NewLocal(o Options) *Local {
+	o.Endpoints = maps.Clone(o.Endpoints)
+	o.MaxWait = max(o.MaxWait, 0)
+	l := &Local{opts: o, now: o.Now, log: o.Logger,
+		afterFunc: func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop },
+		buckets:   map[Key]*rate.Limiter{}, cooldowns: map[Key]*cooldown{}}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if l.log == nil {
+		l.log = slog.New(slog.DiscardHandler)
+	}
+	return l
+}
+
+// bucket returns k's limiter, made on first use. l.mu must be held.
+func (l *Local) bucket(k Key) *rate.Limiter {
+	b := l.buckets[k]
+	if b == nil {
+		lim, ok := l.opts.Endpoints[k.Endpoint]
+		if !ok {
+			lim = l.opts.Default
+		}
+		if lim.Rate <= 0 {
+			b = rate.NewLimiter(rate.Inf, 0)
+		} else {
+			b = rate.NewLimiter(rate.Limit(lim.Rate), max(lim.Burst, 1))
+		}
+		l.buckets[k] = b
+	}
+	return b
+}
+
+// Admit returns nil once the call for k may go upstream: no cool-down is
+// active and a rate-limit slot is free within MaxWait, queueing for it if
+// need be. Otherwise it returns a *Refusal in WeChat's words: the
+// cool-down's errcode, or 45011 with the time to the next slot. If ctx
+// ends while queueing, the slot goes back to the bucket and Admit returns
+// ctx.Err().
+func (l *Local) Admit(ctx context.Context, k Key) error {
+	return l.admitAt(ctx, k, l.now(), newTimer)
+}
+
+func newTimer(d time.Duration) (<-chan time.Time, func() bool) {
+	t := time.NewTimer(d)
+	return t.C, t.Stop
+}
+
+// admitAt is Admit at the instant now, queueing on timers from newTimer.
+func (l *Local) admitAt(ctx context.Context, k Key, now time.Time, newTimer func(time.Duration) (<-chan time.Time, func() bool)) error {
+	l.mu.Lock()
+	if cd := l.cooldowns[k]; cd != nil && now.Before(cd.Until) {
+		l.mu.Unlock()
+		return &Refusal{Code: cd.Code, RetryAfter: cd.Until.Sub(now),
+			Msg: quotaMessage(cd.Code) + " (wxa-sidecar cool-down)"}
+	}
+	r := l.bucket(k).ReserveN(now, 1)
+	l.mu.Unlock()
+	delay := r.DelayFrom(now)
+	if !r.OK() || delay > l.opts.MaxWait {
+		r.CancelAt(now)
+		if l.opts.Hooks.Rejected != nil {
+			l.opts.Hooks.Rejected(k)
+		}
+		return &Refusal{Code: wechat.MinuteQuota, RetryAfter: max(delay, time.Second),
+			Msg: "api minute-quota reach limit (wxa-sidecar UPSTREAM_RPS)"}
+	}
+	if l.opts.Hooks.Waited != nil {
+		l.opts.Hooks.Waited(k, delay)
+	}
+	if delay == 0 {
+		return nil
+	}
+	ch, stop := newTimer(delay)
+	defer stop()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		// Give the slot back, so the next caller need not wait for it.
+		r.CancelAt(l.now())
+		return ctx.Err()
+	}
+}
+
+// Observe starts a cool-down on k when code is a quota errcode that closes
+// the whole endpoint (see NextCooldown); any other code changes nothing.
+func (l *Local) Observe(_ context.Context, k Key, code wechat.Errcode) {
+	l.observeAt(k, code, l.now())
+}
+
+// observeAt is Observe at the instant now.
+func (l *Local) observeAt(k Key, code wechat.Errcode, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	prev := l.cooldowns[k]
+	var prevCooldown *Cooldown
+	if prev != nil {
+		prevCooldown = &prev.Cooldown
+	}
+	next, ok := NextCooldown(code, k.Endpoint, prevCooldown, now, l.opts.DailyCooldown)
+	if !ok {
+		return
+	}
+	if prev != nil && prev.stop != nil {
+		prev.stop()
+	}
+	cd := &cooldown{Cooldown: next}
+	if l.opts.Hooks.Cooldown != nil {
+		l.opts.Hooks.Cooldown(k, true)
+		if !l.closed {
+			cd.stop = l.afterFunc(next.Until.Sub(now), func() { l.ended(k, cd) })
+		}
+	}
+	l.cooldowns[k] = cd
+	l.log.Warn("WeChat quota reached: calls answered locally until the window resets",
+		"app", k.App, "endpoint", k.Endpoint, "errcode", int(code), "until", next.Until)
+}
+
+// ended reports the end of cd, unless a later cool-down replaced it.
+func (l *Local) ended(k Key, cd *cooldown) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cooldowns[k] == cd {
+		l.opts.Hooks.Cooldown(k, false)
+	}
+}
+
+// CooldownLeft is how long k stays closed by a cool-down, false when none
+// is active: the Retry-After of an answer that has just started one.
+func (l *Local) CooldownLeft(k Key) (time.Duration, bool) {
+	return l.cooldownLeftAt(k, l.now())
+}
+
+func (l *Local) cooldownLeftAt(k Key, now time.Time) (time.Duration, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cd := l.cooldowns[k]; cd != nil && now.Before(cd.Until) {
+		return cd.Until.Sub(now), true
+	}
+	return 0, false
+}
+
+// Status is one Key's bucket or cool-down, for /status.
+type Status struct {
+	App      string  `json:"app"`
+	Endpoint string  `json:"endpoint"`
+	Rate     float64 `json:"rate_per_second"` // 0: unlimited
+	Burst    int     `json:"burst"`
+	// SlotsAvailable is how many calls may go upstream now without
+	// queueing; 0 when unlimited.
+	SlotsAvailable  float64        `json:"slots_available"`
+	Cooldown        bool           `json:"cooldown"`
+	CooldownErrcode wechat.Errcode `json:"cooldown_errcode,omitempty"`
+	CooldownUntil   time.Time      `json:"cooldown_until,omitzero"`
+}
+
+// Status lists every bucket in use and every active cool-down, one entry
+// per Key, sorted by app and endpoint.
+func (l *Local) Status() []Status { return l.statusAt(l.now()) }
+
+func (l *Local) statusAt(now time.Time) []Status {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	byKey := map[Key]*Status{}
+	get := func(k Key) *Status {
+		s := byKey[k]
+		if s == nil {
+			s = &Status{App: k.App, Endpoint: k.Endpoint}
+			byKey[k] = s
+		}
+		return s
+	}
+	for k, b := range l.buckets {
+		s := get(k)
+		if b.Limit() != rate.Inf {
+			s.Rate, s.SlotsAvailable = float64(b.Limit()), b.TokensAt(now)
+		}
+		s.Burst = b.Burst()
+	}
+	for k, cd := range l.cooldowns {
+		if now.Before(cd.Until) {
+			s := get(k)
+			s.Cooldown, s.CooldownErrcode, s.CooldownUntil = true, cd.Code, cd.Until
+		}
+	}
+	out := make([]Status, 0, len(byKey))
+	for _, s := range byKey {
+		out = append(out, *s)
+	}
+	slices.SortFunc(out, func(a, b Status) int {
+		if c := strings.Compare(a.App, b.App); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Endpoint, b.Endpoint)
+	})
+	return out
+}
+
+// Close stops the cool-down timers. The gate still answers afterwards, but
+// no longer reports a cool-down's end.
+func (l *Local) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	for _, cd := range l.cooldowns {
+		if cd.stop != nil {
+			cd.stop()
+			cd.stop = nil
+		}
+	}
+}

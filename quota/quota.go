@@ -1,0 +1,133 @@
+// Package quota decides whether a call may go upstream to WeChat: it owns
+// the per-app, per-endpoint rate limits (UPSTREAM_RPS, UPSTREAM_LIMITS,
+// UPSTREAM_MAX_WAIT) and the cool-downs WeChat's own quota errcodes start
+// (45011, 45009; QUOTA_COOLDOWN). A refused call is answered locally, in
+// WeChat's words, with how long until asking again can succeed.
+//
+// It decides, it never sends: it never imports net/http nor prometheus.
+// Metrics reach it through Hooks, as they reach token/ and cache/, and the
+// HTTP surfaces render a *Refusal as they see fit. 45029 (the lifetime cap)
+// is not its business: it refuses one parameter set, never an endpoint, and
+// the code path remembers it per request.
+//
+// Time is a parameter, in x/time/rate's style: the exported methods read the
+// clock (Options.Now), the logic takes the instant, so every policy here is
+// tested by driving time, without sleeping.
+package quota
+
+import (
+	"context"
+	"time"
+
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
+)
+
+// Key is what a limit and a cool-down belong to: one app's calls to one
+// endpoint, each WeChat API having a quota of its own. Callers pass a
+// configured app ID and a bounded endpoint name (wechat.Endpoint), never a
+// raw request path: a Gate keeps state per Key, so the keys callers pass
+// are what bounds its memory.
+type Key struct {
+	App      string
+	Endpoint string
+}
+
+// Refusal is a call not let upstream: WeChat's quota errcode and errmsg to
+// answer the caller with locally, and how long until asking again can
+// succeed (the end of the cool-down, or the next free rate-limit slot).
+type Refusal struct {
+	Code       wechat.Errcode
+	Msg        string
+	RetryAfter time.Duration
+}
+
+func (r *Refusal) Error() string { return "quota: " + r.Msg }
+
+// A Gate decides whether a call may go upstream and learns from WeChat's
+// answers. It is safe for concurrent use. Admit returns nil (go ahead), a
+// *Refusal (no later than the configured maximum wait), or ctx.Err() if ctx
+// ends first; Observe never blocks for long and never fails the call: a
+// gate that cannot record an answer forgets it.
+type Gate interface {
+	// Admit returns once the call for k may go upstream, or why not.
+	Admit(ctx context.Context, k Key) error
+	// Observe tells the gate that WeChat answered code (0: success) to a
+	// call for k that Admit let through.
+	Observe(ctx context.Context, k Key, code wechat.Errcode)
+}
+
+// NoGate admits every call at once and learns nothing: no limits, no
+// cool-downs.
+var NoGate Gate = noGate{}
+
+type noGate struct{}
+
+func (noGate) Admit(context.Context, Key) error             { return nil }
+func (noGate) Observe(context.Context, Key, wechat.Errcode) {}
+
+// Cooldown closes one Key until a WeChat quota window can have reset.
+type Cooldown struct {
+	// Code is the quota errcode WeChat answered, and the one every call is
+	// answered with until Until.
+	Code  wechat.Errcode
+	Until time.Time
+	// Strikes counts consecutive 45009 on getwxacodeunlimit, where the
+	// first may be the per-minute limit of older docs and only the second
+	// in a row is the day's.
+	Strikes int
+}
+
+// chinaTime is UTC+8, where WeChat's days begin; a fixed zone, so no tz
+// database is needed in a distroless image.
+var chinaTime = time.FixedZone("UTC+8", 8*60*60)
+
+// NextCooldown is the cool-down policy: the cool-down WeChat's answer code
+// for endpoint at now starts, given the endpoint's previous cool-down (nil
+// if none), or false when code starts none.
+//
+//   - 45011 (minute quota) closes the endpoint until the next minute.
+//   - 45009 (daily quota) closes it until midnight China time, when WeChat
+//     resets it, or for daily when daily > 0 (QUOTA_COOLDOWN).
+//   - On getwxacodeunlimit, older docs used 45009 for the per-minute limit:
+//     the first 45009 closes it for the minute only, and a second one
+//     within a minute after the previous cool-down ended for the day.
+//   - Anything else starts none: 45029 refuses one parameter set, not the
+//     endpoint.
+func NextCooldown(code wechat.Errcode, endpoint string, prev *Cooldown, now time.Time, daily time.Duration) (Cooldown, bool) {
+	switch code {
+	case wechat.MinuteQuota:
+		return Cooldown{Code: code, Until: nextMinute(now)}, true
+	case wechat.DailyQuota:
+		cd := Cooldown{Code: code, Until: endOfDay(now, daily)}
+		if endpoint == wechat.PathUnlimited {
+			cd.Strikes = 1
+			if prev != nil && prev.Code == wechat.DailyQuota && now.Sub(prev.Until) < time.Minute {
+				cd.Strikes = prev.Strikes + 1
+			}
+			if cd.Strikes == 1 {
+				cd.Until = nextMinute(now)
+			}
+		}
+		return cd, true
+	}
+	return Cooldown{}, false
+}
+
+// endOfDay is when a 45009 cool-down ends.
+func endOfDay(now time.Time, daily time.Duration) time.Time {
+	if daily > 0 {
+		return now.Add(daily)
+	}
+	c := now.In(chinaTime)
+	return time.Date(c.Year(), c.Month(), c.Day()+1, 0, 0, 0, 0, chinaTime)
+}
+
+func nextMinute(now time.Time) time.Time { return now.Truncate(time.Minute).Add(time.Minute) }
+
+// quotaMessage is WeChat's own errmsg for a quota errcode.
+func quotaMessage(code wechat.Errcode) string {
+	if code == wechat.MinuteQuota {
+		return "api minute-quota reach limit"
+	}
+	return "reach max api daily quota limit"
+}
