@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"image"
@@ -19,6 +18,15 @@ import (
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
+	"github.com/wxa-sidecar/wxa-sidecar/wxacode"
+)
+
+// The code-image endpoints, whose answers are cached.
+const (
+	pathUnlimited = wechat.PathUnlimited
+	pathWxacode   = wechat.PathWxacode
+	pathQRCode    = wechat.PathQRCode
 )
 
 // Cache-Status values (RFC 9211), exactly one per image response.
@@ -69,12 +77,12 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 		// without a second Get that would count it again.
 		res, err = p.codeMiss(r.Context(), c, key, body, r.Header.Get("Content-Type"))
 	} else {
-		canonical, cerr := canonicalCodeRequest(c.path, body)
+		canonical, cerr := wxacode.Canonical(c.path, body)
 		if cerr != nil {
 			writeError(w, cerr)
 			return
 		}
-		key := codeKey(c.app.id, c.path, canonical)
+		key := cache.Key(wxacode.KeyOf(c.app.id, c.path, canonical))
 		p.aliases.put(c.app.id, c.path, body, key)
 		res, err = p.code(r.Context(), c, key, body, r.Header.Get("Content-Type"))
 	}
@@ -85,19 +93,6 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 	// POSTs ignore conditional headers: SDKs never send them, and RFC 9110
 	// would demand 412 rather than 304.
 	writeImage(w, res, false)
-}
-
-// codeKey is the cache key of a code: app, endpoint and canonical request.
-func codeKey(appID, endpoint string, canonical []byte) cache.Key {
-	h := sha256.New()
-	for _, part := range []string{appID, endpoint} {
-		h.Write([]byte(part))
-		h.Write([]byte{0})
-	}
-	h.Write(canonical)
-	var k cache.Key
-	h.Sum(k[:0])
-	return k
 }
 
 // aliasTable remembers which canonical key a valid raw body stands for, so

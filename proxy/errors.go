@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/wxa-sidecar/wxa-sidecar/token"
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
 // wechatError is an answer the sidecar gives in WeChat's own words: an
@@ -35,6 +36,7 @@ const (
 	errcodeMinuteQuota   = 45011
 	errcodeDailyQuota    = 45009
 	errcodeLifetimeQuota = 45029
+	errcodeInvalidURL    = int(wechat.InvalidURL)
 )
 
 var (
@@ -79,9 +81,13 @@ func asWeChatError(err error) *wechatError {
 	if errors.As(err, &we) {
 		return we
 	}
-	var re *requestError
-	if errors.As(err, &re) {
-		return &wechatError{Status: http.StatusOK, Errcode: re.Errcode, Errmsg: re.Errmsg}
+	var e *wechat.Error
+	if errors.As(err, &e) {
+		status := e.Status
+		if status == 0 {
+			status = http.StatusOK // a literal without one: WeChat's own status
+		}
+		return &wechatError{Status: status, Errcode: int(e.Code), Errmsg: e.Msg}
 	}
 	var ans *wechatAnswer
 	if errors.As(err, &ans) {
@@ -123,6 +129,10 @@ func writeError(w http.ResponseWriter, err error) *wechatError {
 	if errors.As(err, &qe) {
 		// A client that can pace itself need not guess when to come back.
 		w.Header().Set("Retry-After", qe.retryAfterSeconds())
+	}
+	var e *wechat.Error
+	if errors.As(err, &e) && e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", retryAfterSeconds(e.RetryAfter))
 	}
 	we := asWeChatError(err)
 	writeErrcode(w, we.Status, we.Errcode, we.Errmsg)

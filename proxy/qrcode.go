@@ -6,6 +6,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wxa-sidecar/wxa-sidecar/cache"
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
+	"github.com/wxa-sidecar/wxa-sidecar/wxacode"
 )
 
 // serveQRCode answers GET /qrcode?scene=...&page=...: the same image and
@@ -26,17 +30,12 @@ func (p *Proxy) serveQRCode(w http.ResponseWriter, r *http.Request, a *app) {
 		}
 	}
 	c := &call{app: a, path: pathUnlimited, endpoint: pathUnlimited}
-	body, err := qrcodeQueryBody(q)
+	body, canonical, err := wxacode.FromQuery(q)
 	if err != nil {
 		p.qrcodeError(w, c, err)
 		return
 	}
-	canonical, err := canonicalCodeRequest(pathUnlimited, body)
-	if err != nil {
-		p.qrcodeError(w, c, err)
-		return
-	}
-	res, err := p.code(r.Context(), c, codeKey(a.id, pathUnlimited, canonical), body, "application/json")
+	res, err := p.code(r.Context(), c, cache.Key(wxacode.KeyOf(a.id, pathUnlimited, canonical)), body, "application/json")
 	if err != nil {
 		p.qrcodeError(w, c, err)
 		return
@@ -62,11 +61,8 @@ func (p *Proxy) qrcodeError(w http.ResponseWriter, c *call, err error) {
 		return
 	}
 	errcode, errmsg := 0, ""
-	var re *requestError
 	var ans *wechatAnswer
 	switch {
-	case errors.As(err, &re):
-		errcode, errmsg = re.Errcode, re.Errmsg
 	case errors.As(err, &ans):
 		errcode, errmsg = ans.errcode, errmsgOf(ans.body)
 	default:
@@ -74,11 +70,11 @@ func (p *Proxy) qrcodeError(w http.ResponseWriter, c *call, err error) {
 		errcode, errmsg = we.Errcode, we.Errmsg
 	}
 	status := http.StatusBadGateway
-	switch errcode {
-	case errcodeSceneChars, errcodeSceneLength, errcodeInvalidPage, errcodeInvalidArgs, errcodeDataFormat,
-		errcodeScancodeTime, errcodeInvalidAppID:
+	switch wechat.Errcode(errcode) {
+	case wechat.InvalidScene, wechat.InvalidSceneLength, wechat.InvalidPage, wechat.InvalidArgs, wechat.DataFormat,
+		wechat.ScancodeTime, wechat.InvalidAppID:
 		status = http.StatusBadRequest
-	case errcodeMinuteQuota, errcodeDailyQuota:
+	case wechat.MinuteQuota, wechat.DailyQuota:
 		status = http.StatusTooManyRequests
 		// WeChat's own answer has just started a cool-down (limits.observe):
 		// its end, which may be midnight, is when to come back.
@@ -87,7 +83,7 @@ func (p *Proxy) qrcodeError(w http.ResponseWriter, c *call, err error) {
 			retry = left
 		}
 		w.Header().Set("Retry-After", retryAfterSeconds(retry))
-	case errcodeLifetimeQuota:
+	case wechat.LifetimeQuota:
 		// Refused for these parameters for good: no time helps.
 		status = http.StatusTooManyRequests
 	}
@@ -114,7 +110,7 @@ func (p *Proxy) QRCodeHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a, apiPath, err := p.appFromPrefix(r.URL.Path)
 		if err != nil || apiPath != "/qrcode" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
-			writeErrcode(w, http.StatusNotFound, 40066, "invalid url: this port serves only GET /qrcode")
+			writeErrcode(w, http.StatusNotFound, errcodeInvalidURL, "invalid url: this port serves only GET /qrcode")
 			return
 		}
 		start := p.now()

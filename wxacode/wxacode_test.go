@@ -1,33 +1,45 @@
-package proxy
+package wxacode
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
 // canonicalOK canonicalizes body for endpoint, failing the test on error.
 func canonicalOK(t *testing.T, endpoint, body string) string {
 	t.Helper()
-	got, err := canonicalCodeRequest(endpoint, []byte(body))
+	got, err := Canonical(endpoint, []byte(body))
 	if err != nil {
-		t.Fatalf("canonicalCodeRequest(%s, %s): got error %v, want none", endpoint, body, err)
+		t.Fatalf("Canonical(%s, %s): got error %v, want none", endpoint, body, err)
 	}
 	return string(got)
 }
 
-// errcodeOfRefusal returns the errcode of a *requestError, or 0 when err
+// errcodeOfRefusal returns the errcode of a *wechat.Error, or 0 when err
 // is nil or of another type.
 func errcodeOfRefusal(err error) int {
-	var re *requestError
-	if errors.As(err, &re) {
-		return re.Errcode
+	var we *wechat.Error
+	if errors.As(err, &we) {
+		return int(we.Code)
 	}
 	return 0
 }
+
+// Short names for the endpoints the tables here are written in.
+const (
+	pathUnlimited = wechat.PathUnlimited
+	pathWxacode   = wechat.PathWxacode
+	pathQRCode    = wechat.PathQRCode
+)
 
 const defaultsUnlimited = `"auto_color":false,"check_path":true,"env_version":"release","is_hyaline":false,"line_color":{"b":0,"g":0,"r":0}`
 
@@ -205,7 +217,7 @@ func TestCanonicalRefusesWhatWeChatRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := canonicalCodeRequest(tt.endpoint, []byte(tt.body))
+			got, err := Canonical(tt.endpoint, []byte(tt.body))
 			if got != nil {
 				t.Errorf("got canonical form %s, want none", got)
 			}
@@ -229,21 +241,28 @@ func TestRequestErrorSpeaksLikeWeChat(t *testing.T) {
 		{`{"scene":"a","env_version":"x"}`, 40097, "invalid args"},
 	}
 	for _, tt := range tests {
-		_, err := canonicalCodeRequest(pathUnlimited, []byte(tt.body))
-		var re *requestError
-		if !errors.As(err, &re) {
-			t.Fatalf("%s: got error %v of type %T, want *requestError", tt.body, err, err)
+		_, err := Canonical(pathUnlimited, []byte(tt.body))
+		var we *wechat.Error
+		if !errors.As(err, &we) {
+			t.Fatalf("%s: got error %v of type %T, want *wechat.Error", tt.body, err, err)
 		}
-		if re.Errcode != tt.errcode || re.Errmsg != tt.errmsg {
-			t.Errorf("%s: got %d %q, want %d %q", tt.body, re.Errcode, re.Errmsg, tt.errcode, tt.errmsg)
+		if int(we.Code) != tt.errcode || we.Msg != tt.errmsg {
+			t.Errorf("%s: got %d %q, want %d %q", tt.body, we.Code, we.Msg, tt.errcode, tt.errmsg)
 		}
-		if got, want := err.Error(), fmt.Sprintf("proxy: invalid request: errcode %d: %s", tt.errcode, tt.errmsg); got != want {
+		if we.Status != http.StatusOK || we.RetryAfter != 0 {
+			t.Errorf("%s: got status %d, Retry-After %v, want 200 as WeChat sends it and none", tt.body, we.Status, we.RetryAfter)
+		}
+		if got, want := err.Error(), fmt.Sprintf("wechat: errcode %d: %s", tt.errcode, tt.errmsg); got != want {
 			t.Errorf("got Error() %q, want %q", got, want)
 		}
 	}
-	_, err := canonicalCodeRequest(pathQRCode, []byte(`{}`))
-	if re := (*requestError)(nil); !errors.As(err, &re) || re.Errmsg != "invalid length for path, or the data is not json string" {
+	_, err := Canonical(pathQRCode, []byte(`{}`))
+	if we := (*wechat.Error)(nil); !errors.As(err, &we) || we.Msg != "invalid length for path, or the data is not json string" {
 		t.Errorf("qrcode without path: got %v, want 40159 with WeChat's errmsg", err)
+	}
+	_, err = Canonical("/wxa/msg_sec_check", []byte(`{"scene":"a"}`))
+	if we := (*wechat.Error)(nil); !errors.As(err, &we) || we.Code != wechat.InvalidURL || we.Msg != "invalid url" {
+		t.Errorf("not a code endpoint: got %v, want 40066 invalid url", err)
 	}
 }
 
@@ -396,13 +415,15 @@ func TestQRCodeQueryMatchesEquivalentPost(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			body, err := qrcodeQueryBody(q)
+			body, canonical, err := FromQuery(q)
 			if err != nil {
-				t.Fatalf("qrcodeQueryBody(%s): got error %v, want none", tt.query, err)
+				t.Fatalf("FromQuery(%s): got error %v, want none", tt.query, err)
 			}
-			got, want := canonicalOK(t, pathUnlimited, string(body)), canonicalOK(t, pathUnlimited, tt.post)
-			if got != want {
+			if got, want := string(canonical), canonicalOK(t, pathUnlimited, tt.post); got != want {
 				t.Errorf("got  %s\nwant %s", got, want)
+			}
+			if got, want := string(canonical), canonicalOK(t, pathUnlimited, string(body)); got != want {
+				t.Errorf("canonical form %s, but the body sent upstream, %s, canonicalizes to %s", got, body, want)
 			}
 		})
 	}
@@ -410,7 +431,7 @@ func TestQRCodeQueryMatchesEquivalentPost(t *testing.T) {
 
 func TestQRCodeQueryForwardsOnlyWhatWasAsked(t *testing.T) {
 	q, _ := url.ParseQuery("app=x&scene=id%3D5&width=300&is_hyaline=true&page=pages/a")
-	body, err := qrcodeQueryBody(q)
+	body, _, err := FromQuery(q)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,9 +479,9 @@ func TestQRCodeQueryRefusesBadParameters(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			body, err := qrcodeQueryBody(q)
-			if body != nil {
-				t.Errorf("got body %s, want none", body)
+			body, canonical, err := FromQuery(q)
+			if body != nil || canonical != nil {
+				t.Errorf("got body %s, canonical form %s, want none", body, canonical)
 			}
 			if code := errcodeOfRefusal(err); code != tt.errcode {
 				t.Errorf("got error %v (errcode %d), want errcode %d", err, code, tt.errcode)
@@ -472,7 +493,7 @@ func TestQRCodeQueryRefusesBadParameters(t *testing.T) {
 func TestCanonicalDoesNotAlterItsInput(t *testing.T) {
 	body := []byte(`{"scene":"a","page":"","line_color":{"r":"1"}}`)
 	orig := bytes.Clone(body)
-	if _, err := canonicalCodeRequest(pathUnlimited, body); err != nil || !bytes.Equal(body, orig) {
+	if _, err := Canonical(pathUnlimited, body); err != nil || !bytes.Equal(body, orig) {
 		t.Errorf("got body %s after canonicalizing (err %v), want %s", body, err, orig)
 	}
 }
@@ -482,7 +503,57 @@ func BenchmarkCanonicalCodeRequest(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		if _, err := canonicalCodeRequest(pathUnlimited, body); err != nil {
+		if _, err := Canonical(pathUnlimited, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestKeyOfHashesVersionAppEndpointAndCanonicalForm(t *testing.T) {
+	canonical := []byte(`{"scene":"a"}`)
+	// The layout is a contract with every entry already in a shared tier:
+	// changing it without bumping KeyVersion would mix old and new.
+	layout := slices.Concat([]byte{KeyVersion}, []byte("wxapp"), []byte{0},
+		[]byte(pathUnlimited), []byte{0}, canonical)
+	if got, want := KeyOf("wxapp", pathUnlimited, canonical), sha256.Sum256(layout); got != want {
+		t.Errorf("got key %x, want sha256 of version, app, 0, endpoint, 0, canonical form: %x", got, want)
+	}
+	if KeyVersion != 1 {
+		t.Errorf("got KeyVersion %d, want 1 (bump it, and this test, when the canonical form changes)", KeyVersion)
+	}
+}
+
+func TestKeyOfKeepsItsPartsApart(t *testing.T) {
+	base := KeyOf("wxapp", pathWxacode, []byte(`{"path":"p"}`))
+	tests := []struct {
+		name, app, endpoint, canonical string
+	}{
+		{"another app", "wxother", pathWxacode, `{"path":"p"}`},
+		{"another endpoint", "wxapp", pathQRCode, `{"path":"p"}`},
+		{"another request", "wxapp", pathWxacode, `{"path":"q"}`},
+		{"app and endpoint split elsewhere", "wxapp/", "wxa/getwxacode", `{"path":"p"}`},
+		{"endpoint and request split elsewhere", "wxapp", pathWxacode + "{", `"path":"p"}`},
+	}
+	for _, tt := range tests {
+		if got := KeyOf(tt.app, tt.endpoint, []byte(tt.canonical)); got == base {
+			t.Errorf("%s: got the same key %x, want another", tt.name, got)
+		}
+	}
+	if again := KeyOf("wxapp", pathWxacode, []byte(`{"path":"p"}`)); again != base {
+		t.Errorf("got %x, then %x for the same request, want one key", base, again)
+	}
+}
+
+// BenchmarkFromQuery is GET /qrcode's request on a miss of the alias-free
+// path: the query read, validated and canonicalized in one pass.
+func BenchmarkFromQuery(b *testing.B) {
+	q, err := url.ParseQuery("scene=id%3D12345&page=pages/goods/detail&width=430&check_path=false&is_hyaline=true")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := FromQuery(q); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,7 +1,18 @@
-package proxy
+// Package wxacode owns the requests for WeChat's code images
+// (getwxacodeunlimit, getwxacode, createwxaqrcode): it parses and validates
+// them as WeChat would, refusing with WeChat's own errcodes and errmsgs
+// before any quota is spent; it writes each in a canonical form, so that two
+// requests for the same code are the same bytes; it derives the cache key
+// from that form; and it reads GET /qrcode's query form.
+//
+// It is pure: no I/O, no clock. It never imports net/http, cache/ or quota/:
+// the key is a plain [32]byte that cache stores by without either package
+// knowing the other, and a bulk generator can use it without an HTTP handler.
+package wxacode
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"maps"
 	"net/url"
@@ -9,59 +20,30 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
-// The code-image endpoints, whose answers are cached.
-const (
-	pathUnlimited = "/wxa/getwxacodeunlimit"
-	pathWxacode   = "/wxa/getwxacode"
-	pathQRCode    = "/cgi-bin/wxaapp/createwxaqrcode"
-)
-
-// requestError is a request WeChat would refuse, answered locally with
-// WeChat's own errcode before any quota is spent.
-type requestError struct {
-	Errcode int
-	Errmsg  string
-}
-
-func (e *requestError) Error() string {
-	return "proxy: invalid request: errcode " + strconv.Itoa(e.Errcode) + ": " + e.Errmsg
-}
-
-// Errcodes WeChat gives to code requests it refuses (47001 is
-// errcodeDataFormat).
-const (
-	errcodeSceneLength = 40169
-	errcodeSceneChars  = 40129
-	errcodeInvalidPage = 41030
-	errcodeInvalidArgs = 40097
-	errcodeInvalidPath = 40159
-	errcodeInvalidURL  = 40066
-	// errcodeScancodeTime: scancode_time is a field WeChat reserves.
-	errcodeScancodeTime = 85096
-)
-
-// refuse builds the requestError for errcode with WeChat's own errmsg, so a
-// caller's SDK sees what WeChat itself would have said. A fresh value each
-// time: nobody can alter an error another request gets.
-func refuse(errcode int) *requestError {
+// refuse returns the error for code with WeChat's own errmsg, so a caller's
+// SDK sees what WeChat itself would have said. A fresh value each time:
+// nobody can alter an error another request gets.
+func refuse(code wechat.Errcode) *wechat.Error {
 	msg := "invalid args"
-	switch errcode {
-	case errcodeDataFormat:
+	switch code {
+	case wechat.DataFormat:
 		msg = "data format error"
-	case errcodeSceneLength:
+	case wechat.InvalidSceneLength:
 		msg = "invalid length for scene, or the data is not json string"
-	case errcodeSceneChars:
+	case wechat.InvalidScene:
 		msg = "invalid scene"
-	case errcodeInvalidPage:
+	case wechat.InvalidPage:
 		msg = "invalid page"
-	case errcodeInvalidPath:
+	case wechat.InvalidPath:
 		msg = "invalid length for path, or the data is not json string"
-	case errcodeInvalidURL:
+	case wechat.InvalidURL:
 		msg = "invalid url"
 	}
-	return &requestError{Errcode: errcode, Errmsg: msg}
+	return wechat.Errorf(code, msg)
 }
 
 // Limits of the code requests.
@@ -98,23 +80,26 @@ type codeFields struct {
 
 func fieldsOf(endpoint string) (codeFields, bool) {
 	switch endpoint {
-	case pathUnlimited:
+	case wechat.PathUnlimited:
 		return codeFields{scene: true, style: true}, true
-	case pathWxacode:
+	case wechat.PathWxacode:
 		return codeFields{style: true, maxPath: maxWxacodePath}, true
-	case pathQRCode:
+	case wechat.PathQRCode:
 		return codeFields{maxPath: maxQRCodePath}, true
 	}
 	return codeFields{}, false
 }
 
-// canonicalCodeRequest validates body for endpoint and returns its
-// canonical form: two requests for the same code have the same canonical
-// form, so it is the cache key. The form is compact JSON with keys sorted
-// (recursively), WeChat's documented defaults filled in, page "" dropped,
-// width and line_color numbers written as plain integers whether sent as
-// numbers or strings, and unknown fields kept as given (only whitespace,
-// order and string escapes normalized). Errors are *requestError.
+// Canonical validates body, a request to the code endpoint (one of
+// wechat.PathUnlimited, wechat.PathWxacode, wechat.PathQRCode), and returns
+// its canonical form: two requests for the same code have the same
+// canonical form, so it is what the cache key is made of (KeyOf). The form
+// is compact JSON with keys sorted (recursively), WeChat's documented
+// defaults filled in, page "" dropped, width and line_color numbers written
+// as plain integers whether sent as numbers or strings, and unknown fields
+// kept as given (only whitespace, order and string escapes normalized).
+// body is not modified. Errors are *wechat.Error with Status 200, WeChat's
+// errcode and WeChat's errmsg; any other endpoint is 40066.
 //
 // Refused with 47001 besides WeChat's documented errors: anything but
 // exactly one JSON object, duplicate keys at any depth, invalid UTF-8 and
@@ -134,22 +119,53 @@ func fieldsOf(endpoint string) (codeFields, bool) {
 // length (40169), scene characters (40129), page (41030), path (40159),
 // env_version (40097). WeChat's own order is unconfirmed; all of them
 // refuse the request.
-func canonicalCodeRequest(endpoint string, body []byte) ([]byte, error) {
+func Canonical(endpoint string, body []byte) ([]byte, error) {
 	fields, ok := fieldsOf(endpoint)
 	if !ok {
-		return nil, refuse(errcodeInvalidURL)
+		return nil, refuse(wechat.InvalidURL)
 	}
 	req, err := decodeObject(body)
 	if err != nil {
 		return nil, err
 	}
+	return canonicalize(req, fields, len(body))
+}
+
+// canonicalize validates req, decoded from a body of about sizeHint bytes,
+// fills in its defaults and encodes it. It alters req.
+func canonicalize(req map[string]any, fields codeFields, sizeHint int) ([]byte, error) {
 	if err := normalizeTypes(req, fields); err != nil {
 		return nil, err
 	}
 	if err := checkValues(req, fields); err != nil {
 		return nil, err
 	}
-	return appendJSON(make([]byte, 0, len(body)+128), req), nil
+	return appendJSON(make([]byte, 0, sizeHint+128), req), nil
+}
+
+// KeyVersion is hashed first into every key (KeyOf). Bump it whenever the
+// canonical form of some request changes (a default, a normalization, the
+// encoding), so that keys of the old form and the new never meet: a shared
+// cache tier outlives a deploy, and an old entry found under a new key
+// would serve one code for another.
+const KeyVersion byte = 1
+
+// KeyOf is the cache key of a code: sha256 of KeyVersion, appID, a zero
+// byte, endpoint, a zero byte and the canonical request (from Canonical or
+// FromQuery). The zero bytes keep the parts apart, since neither an app ID
+// nor an endpoint contains one. It is a plain [32]byte, the size of
+// cache.Key, so that this package and the cache need not know each other.
+func KeyOf(appID, endpoint string, canonical []byte) [32]byte {
+	h := sha256.New()
+	h.Write([]byte{KeyVersion})
+	for _, part := range []string{appID, endpoint} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	h.Write(canonical)
+	var k [32]byte
+	h.Sum(k[:0])
+	return k
 }
 
 // normalizeTypes checks the type of every field endpoint knows, fills in
@@ -157,7 +173,7 @@ func canonicalCodeRequest(endpoint string, body []byte) ([]byte, error) {
 func normalizeTypes(req map[string]any, f codeFields) error {
 	if _, ok := req["access_token"]; ok {
 		// The token travels only in the query; WeChat refuses it here.
-		return refuse(errcodeDataFormat)
+		return refuse(wechat.DataFormat)
 	}
 	if err := normalizeNumberField(req, "width", json.Number("430")); err != nil {
 		return err
@@ -166,14 +182,14 @@ func normalizeTypes(req map[string]any, f codeFields) error {
 		switch req["path"].(type) {
 		case nil, string: // nil: missing, refused by checkValues
 		default:
-			return refuse(errcodeDataFormat)
+			return refuse(wechat.DataFormat)
 		}
 	}
 	if f.scene {
 		switch req["scene"].(type) {
 		case nil, string: // nil: missing, refused by checkValues
 		default:
-			return refuse(errcodeDataFormat)
+			return refuse(wechat.DataFormat)
 		}
 		switch v := req["page"].(type) {
 		case nil:
@@ -182,7 +198,7 @@ func normalizeTypes(req map[string]any, f codeFields) error {
 				delete(req, "page") // "" is the home page, as absent is
 			}
 		default:
-			return refuse(errcodeDataFormat)
+			return refuse(wechat.DataFormat)
 		}
 		if err := normalizeBool(req, "check_path", true); err != nil {
 			return err
@@ -203,7 +219,7 @@ func normalizeTypes(req map[string]any, f codeFields) error {
 			req["env_version"] = "release"
 		}
 	default:
-		return refuse(errcodeDataFormat)
+		return refuse(wechat.DataFormat)
 	}
 	switch v, present := req["line_color"]; color := v.(type) {
 	case map[string]any:
@@ -217,7 +233,7 @@ func normalizeTypes(req map[string]any, f codeFields) error {
 			req["line_color"] = map[string]any{"r": json.Number("0"), "g": json.Number("0"), "b": json.Number("0")}
 		}
 	default:
-		return refuse(errcodeDataFormat)
+		return refuse(wechat.DataFormat)
 	}
 	return nil
 }
@@ -233,7 +249,7 @@ func normalizeBool(obj map[string]any, key string, def bool) error {
 			obj[key] = def
 		}
 	default:
-		return refuse(errcodeDataFormat)
+		return refuse(wechat.DataFormat)
 	}
 	return nil
 }
@@ -248,7 +264,7 @@ func normalizeNumberField(obj map[string]any, key string, def json.Number) error
 	case v != nil:
 		n, ok := canonicalNumber(v)
 		if !ok {
-			return refuse(errcodeDataFormat)
+			return refuse(wechat.DataFormat)
 		}
 		obj[key] = n
 	}
@@ -264,20 +280,20 @@ func checkValues(req map[string]any, f codeFields) error {
 			return err
 		}
 		if page, ok := req["page"].(string); ok && (strings.HasPrefix(page, "/") || strings.Contains(page, "?")) {
-			return refuse(errcodeInvalidPage)
+			return refuse(wechat.InvalidPage)
 		}
 	}
 	if f.maxPath > 0 {
 		path, ok := req["path"].(string)
 		if !ok || path == "" || len(path) > f.maxPath {
-			return refuse(errcodeInvalidPath)
+			return refuse(wechat.InvalidPath)
 		}
 	}
 	if env, ok := req["env_version"].(string); ok && f.style {
 		switch env {
 		case "release", "trial", "develop":
 		default:
-			return refuse(errcodeInvalidArgs)
+			return refuse(wechat.InvalidArgs)
 		}
 	}
 	return nil
@@ -287,11 +303,11 @@ func checkValues(req map[string]any, f codeFields) error {
 // scene of bad characters is 40169.
 func checkScene(scene string) error {
 	if scene == "" || len(scene) > maxSceneBytes {
-		return refuse(errcodeSceneLength)
+		return refuse(wechat.InvalidSceneLength)
 	}
 	for i := 0; i < len(scene); i++ {
 		if !isSceneByte(scene[i]) {
-			return refuse(errcodeSceneChars)
+			return refuse(wechat.InvalidScene)
 		}
 	}
 	return nil
@@ -411,19 +427,19 @@ func leadingDigits(s string) (digits, rest string) {
 // turns into U+FFFD and so would give different strings one key.
 func decodeObject(body []byte) (map[string]any, error) {
 	if !utf8.Valid(body) || hasLoneSurrogate(body) {
-		return nil, refuse(errcodeDataFormat)
+		return nil, refuse(wechat.DataFormat)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil, refuse(errcodeDataFormat)
+		return nil, refuse(wechat.DataFormat)
 	}
 	obj, err := decodeMembers(dec, 1)
 	if err != nil {
 		return nil, err
 	}
 	if len(bytes.TrimLeft(body[dec.InputOffset():], " \t\r\n")) != 0 {
-		return nil, refuse(errcodeDataFormat) // trailing data
+		return nil, refuse(wechat.DataFormat) // trailing data
 	}
 	return obj, nil
 }
@@ -436,10 +452,10 @@ func decodeMembers(dec *json.Decoder, depth int) (map[string]any, error) {
 		tok, err := dec.Token()
 		key, ok := tok.(string)
 		if err != nil || !ok {
-			return nil, refuse(errcodeDataFormat)
+			return nil, refuse(wechat.DataFormat)
 		}
 		if _, dup := obj[key]; dup {
-			return nil, refuse(errcodeDataFormat)
+			return nil, refuse(wechat.DataFormat)
 		}
 		v, err := decodeValue(dec, depth)
 		if err != nil {
@@ -448,7 +464,7 @@ func decodeMembers(dec *json.Decoder, depth int) (map[string]any, error) {
 		obj[key] = v
 	}
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
-		return nil, refuse(errcodeDataFormat)
+		return nil, refuse(wechat.DataFormat)
 	}
 	return obj, nil
 }
@@ -457,14 +473,14 @@ func decodeMembers(dec *json.Decoder, depth int) (map[string]any, error) {
 func decodeValue(dec *json.Decoder, depth int) (any, error) {
 	tok, err := dec.Token()
 	if err != nil {
-		return nil, refuse(errcodeDataFormat)
+		return nil, refuse(wechat.DataFormat)
 	}
 	delim, ok := tok.(json.Delim)
 	if !ok {
 		return tok, nil // string, json.Number, bool or nil
 	}
 	if depth >= maxJSONDepth {
-		return nil, refuse(errcodeDataFormat)
+		return nil, refuse(wechat.DataFormat)
 	}
 	switch delim {
 	case '{':
@@ -479,11 +495,11 @@ func decodeValue(dec *json.Decoder, depth int) (any, error) {
 			arr = append(arr, v)
 		}
 		if tok, err := dec.Token(); err != nil || tok != json.Delim(']') {
-			return nil, refuse(errcodeDataFormat)
+			return nil, refuse(wechat.DataFormat)
 		}
 		return arr, nil
 	}
-	return nil, refuse(errcodeDataFormat)
+	return nil, refuse(wechat.DataFormat)
 }
 
 // hasLoneSurrogate reports whether body escapes half a UTF-16 surrogate
@@ -585,7 +601,7 @@ func appendJSON(b []byte, v any) []byte {
 		}
 		return append(b, '}')
 	}
-	panic("proxy: appendJSON: unexpected type") // only decodeObject's types reach here
+	panic("wxacode: appendJSON: unexpected type") // only decodeObject's types reach here
 }
 
 func appendJSONString(b []byte, s string) []byte {
@@ -610,28 +626,30 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// qrcodeQueryBody turns GET /qrcode's query into the getwxacodeunlimit
-// body it stands for, which is forwarded to WeChat and canonicalizes to
-// the same bytes as the equivalent POST, so both share one cache entry.
+// FromQuery reads GET /qrcode's query as the getwxacodeunlimit request it
+// stands for, validated and canonicalized in the same pass: body is what to
+// send WeChat (the parameters asked for, as compact JSON with sorted keys,
+// no default filled in) and canonical is Canonical(wechat.PathUnlimited,
+// body), so the query and the equivalent POST share one cache entry.
 // Parameters: scene, page, width, env_version, check_path, auto_color and
 // is_hyaline (bools as strconv.ParseBool reads them); an empty value is
 // the default. Anything else, including app (the caller's app selector),
-// is ignored. Unlike the WeChat path, a width that is not an integer from
-// 280 to 1280 is refused, since nothing but the sidecar stands between a
-// browser and the quota: 40097 invalid args even for "wide", as no JSON
-// was sent. Otherwise the body is validated as a POST would be. Errors are
-// *requestError.
-func qrcodeQueryBody(q url.Values) ([]byte, error) {
+// is ignored. Unlike a POST, a width that is not an integer from 280 to
+// 1280 is refused, since nothing but the sidecar stands between a browser
+// and the quota: 40097 invalid args even for "wide", as no JSON was sent.
+// Otherwise the request is validated as a POST would be. Errors are
+// *wechat.Error, as Canonical's.
+func FromQuery(q url.Values) (body, canonical []byte, err error) {
 	req := make(map[string]any)
 	scene := q.Get("scene")
 	if !utf8.ValidString(scene) {
-		return nil, checkScene(scene) // a scene is ASCII: refused either way
+		return nil, nil, checkScene(scene) // a scene is ASCII: refused either way
 	}
 	req["scene"] = scene
 	for _, k := range []string{"page", "env_version"} {
 		if v := q.Get(k); v != "" {
 			if !utf8.ValidString(v) {
-				return nil, refuse(errcodeDataFormat)
+				return nil, nil, refuse(wechat.DataFormat)
 			}
 			req[k] = v
 		}
@@ -640,7 +658,7 @@ func qrcodeQueryBody(q url.Values) ([]byte, error) {
 		canon, _, isInt := canonicalInteger(w)
 		n, err := strconv.Atoi(canon)
 		if !isInt || err != nil || n < minQueryWidth || n > maxQueryWidth {
-			return nil, refuse(errcodeInvalidArgs)
+			return nil, nil, refuse(wechat.InvalidArgs)
 		}
 		req["width"] = json.Number(canon)
 	}
@@ -648,14 +666,20 @@ func qrcodeQueryBody(q url.Values) ([]byte, error) {
 		if v := q.Get(k); v != "" {
 			b, err := strconv.ParseBool(v)
 			if err != nil {
-				return nil, refuse(errcodeDataFormat)
+				return nil, nil, refuse(wechat.DataFormat)
 			}
 			req[k] = b
 		}
 	}
-	body := appendJSON(nil, req)
-	if _, err := canonicalCodeRequest(pathUnlimited, body); err != nil {
-		return nil, err
+	// req holds exactly what decoding body would give: valid UTF-8
+	// strings, an integer json.Number and bools, one value per key. So it
+	// goes straight to canonicalize, which fills in the defaults: body
+	// first, while req is still only what was asked.
+	body = appendJSON(nil, req)
+	fields, _ := fieldsOf(wechat.PathUnlimited)
+	canonical, err = canonicalize(req, fields, len(body))
+	if err != nil {
+		return nil, nil, err
 	}
-	return body, nil
+	return body, canonical, nil
 }

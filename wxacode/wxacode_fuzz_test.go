@@ -1,4 +1,4 @@
-package proxy
+package wxacode
 
 import (
 	"bytes"
@@ -9,19 +9,21 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
 // checkCanonical asserts what must hold for any body on endpoint: a refusal
-// is a *requestError; an accepted body is valid JSON, its canonical form is
+// is a *wechat.Error; an accepted body is valid JSON, its canonical form is
 // valid UTF-8 JSON that canonicalizes to itself, and re-indenting the body
 // does not change it.
 func checkCanonical(t *testing.T, endpoint string, body []byte) {
 	t.Helper()
-	canon, err := canonicalCodeRequest(endpoint, body)
+	canon, err := Canonical(endpoint, body)
 	if err != nil {
-		var re *requestError
-		if !errors.As(err, &re) {
-			t.Fatalf("%s: got error %v of type %T, want *requestError", endpoint, err, err)
+		var we *wechat.Error
+		if !errors.As(err, &we) {
+			t.Fatalf("%s: got error %v of type %T, want *wechat.Error", endpoint, err, err)
 		}
 		return
 	}
@@ -31,7 +33,7 @@ func checkCanonical(t *testing.T, endpoint string, body []byte) {
 	if !json.Valid(canon) || !utf8.Valid(canon) {
 		t.Fatalf("%s: canonical form %q of %q is not valid JSON", endpoint, canon, body)
 	}
-	again, err := canonicalCodeRequest(endpoint, canon)
+	again, err := Canonical(endpoint, canon)
 	if err != nil {
 		t.Fatalf("%s: canonical form %q refused: %v", endpoint, canon, err)
 	}
@@ -49,7 +51,7 @@ func checkCanonical(t *testing.T, endpoint string, body []byte) {
 	if err := json.Indent(&indented, body, "\t", "  "); err != nil {
 		t.Fatalf("%s: json.Indent of accepted body %q: %v", endpoint, body, err)
 	}
-	reflowed, err := canonicalCodeRequest(endpoint, indented.Bytes())
+	reflowed, err := Canonical(endpoint, indented.Bytes())
 	if err != nil || !bytes.Equal(reflowed, canon) {
 		t.Fatalf("%s: indented body gives %q (err %v), want %q", endpoint, reflowed, err, canon)
 	}
@@ -186,11 +188,11 @@ func FuzzQRCodeQuery(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		q, _ := url.ParseQuery(raw) // what parsed is still a query to serve
-		body, err := qrcodeQueryBody(q)
+		body, canonical, err := FromQuery(q)
 		if err != nil {
-			var re *requestError
-			if !errors.As(err, &re) {
-				t.Fatalf("got error %v of type %T, want *requestError", err, err)
+			var we *wechat.Error
+			if !errors.As(err, &we) {
+				t.Fatalf("got error %v of type %T, want *wechat.Error", err, err)
 			}
 			return
 		}
@@ -198,6 +200,11 @@ func FuzzQRCodeQuery(f *testing.F) {
 			t.Fatalf("body %q is not valid JSON", body)
 		}
 		checkCanonical(t, pathUnlimited, body)
+		// One pass must give what canonicalizing the body sent upstream
+		// gives, or /qrcode and the equivalent POST would not share a key.
+		if again, err := Canonical(pathUnlimited, body); err != nil || !bytes.Equal(again, canonical) {
+			t.Fatalf("canonical form %q, but body %q canonicalizes to %q (err %v)", canonical, body, again, err)
+		}
 		var fields map[string]any
 		if err := json.Unmarshal(body, &fields); err != nil {
 			t.Fatal(err)
