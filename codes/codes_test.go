@@ -731,6 +731,43 @@ func TestFlightSharedElsewhereIsCollapsed(t *testing.T) {
 	f.wantLookups(t, map[string]int{"collapsed": 1})
 }
 
+// justFinished is a Flight that lets another flight store k in L1 between
+// the caller's L1 miss and its own load: the race the load's second look
+// in L1 closes.
+type justFinished struct {
+	l1 *cache.Memory
+	e  *cache.Entry
+}
+
+func (f justFinished) Run(ctx context.Context, k cache.Key, load func(context.Context) (*cache.Entry, error)) (*cache.Entry, bool, error) {
+	f.l1.Set(k, f.e)
+	e, err := load(ctx)
+	return e, false, err
+}
+
+func TestSecondLookFindsWhatAFlightJustStored(t *testing.T) {
+	l1, err := cache.NewMemory(cache.Options{MaxBytes: 64 << 20, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l1.Close()
+	e := cache.NewEntry(qrJPEG(t, qrText, 430), "image/jpeg", "")
+	f := newFixture(t, func(o *codes.Options) { o.L1, o.Flight = l1, justFinished{l1, e} })
+	f.l1 = l1
+	fetch := answering(qrJPEG(t, "another", 430))
+	res, err := f.codes.Get(context.Background(), key(14), unlimited, fetch)
+	if err != nil || res.Status != codes.Collapsed || res.Entry.ETag != e.ETag {
+		t.Fatalf("Get = %v, %v; want the entry just stored, collapsed", res.Status, err)
+	}
+	if got := fetch.calls.Load(); got != 0 {
+		t.Errorf("%d fetches, want 0", got)
+	}
+	if s := l1.Stats(); s.Hits != 0 || s.Misses != 1 {
+		t.Errorf("L1 counted %d hits and %d misses, want the caller's one miss only", s.Hits, s.Misses)
+	}
+	f.wantLookups(t, map[string]int{"collapsed": 1})
+}
+
 func TestStatusLabels(t *testing.T) {
 	for s, want := range map[codes.Status]string{codes.Hit: "hit", codes.SharedHit: "shared_hit",
 		codes.Miss: "miss", codes.Stored: "miss", codes.Collapsed: "collapsed"} {
