@@ -1,9 +1,13 @@
 package codes_test
 
 import (
+	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/wxa-sidecar/wxa-sidecar/cache"
 	"github.com/wxa-sidecar/wxa-sidecar/codes"
 )
 
@@ -29,5 +33,28 @@ func BenchmarkDecodeCheck(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkGetHit is what codes adds to an L1 hit (cache's BenchmarkGetHit
+// is the lookup alone): a Fetcher the caller already holds, prebuilt hooks.
+func BenchmarkGetHit(b *testing.B) {
+	l1, err := cache.NewMemory(cache.Options{MaxBytes: 64 << 20, TTL: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l1.Close()
+	var lookups atomic.Int64
+	c := codes.New(codes.Options{L1: l1, Hooks: codes.Hooks{Lookup: func(string) { lookups.Add(1) }}})
+	fetch := answering(qrJPEG(b, qrText, 430))
+	ctx := context.Background()
+	if _, err := c.Get(ctx, key(1), unlimited, fetch); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if res, _ := c.Get(ctx, key(1), unlimited, fetch); res.Status != codes.Hit {
+			b.Fatalf("status %v, want hit", res.Status)
+		}
 	}
 }
