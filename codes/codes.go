@@ -20,12 +20,8 @@ import (
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
-	"github.com/wxa-sidecar/wxa-sidecar/token"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
-
-// statusOK is http.StatusOK, spelled out: codes never imports net/http.
-const statusOK = 200
 
 // defaultRetryBackoff is the pause before the one retry when Options says
 // none: long enough for a busy WeChat, short against a client's patience.
@@ -125,6 +121,11 @@ type Hooks struct {
 	// image, whole or not: the upstream outcomes ok and broken_image.
 	GoodImage   func(r Request)
 	BrokenImage func(r Request)
+	// FetchFailed is called once for a flight whose fetch failed for good,
+	// after its retry if it had one, with the last error. Which failures
+	// deserve a log line (those a caller sees as a 502, not WeChat's own
+	// errcodes or a quota refusal) is the caller's vocabulary, not codes'.
+	FetchFailed func(r Request, attempts int, err error)
 	// L2Error is called for a fault of the shared tier ("get" or "set"),
 	// which never reaches the caller: a failed Get is a miss, a failed Set
 	// is ignored.
@@ -146,7 +147,7 @@ type Options struct {
 	RefusalTTL time.Duration
 	// Now is the clock of the refusals; nil is time.Now.
 	Now func() time.Time
-	// Logger receives the failed fetches and the lifetime cap; nil
+	// Logger receives the lifetime cap (once per app and endpoint); nil
 	// discards.
 	Logger *slog.Logger
 	Hooks  Hooks
@@ -298,11 +299,8 @@ func (c *Codes) fetch(ctx context.Context, r Request, f Fetcher) (*Image, error)
 			return img, nil
 		}
 		if attempt > 1 || !isTransient(err) {
-			var we *wechat.Error
-			if !errors.As(err, &we) || we.Status != statusOK {
-				// Callers see a 502; the log says why, without secrets.
-				c.log.Warn("code fetch failed", "endpoint", r.Endpoint, "attempts", attempt,
-					"error", token.RedactError(err).Error())
+			if c.hooks.FetchFailed != nil {
+				c.hooks.FetchFailed(r, attempt, err)
 			}
 			return nil, err
 		}

@@ -137,12 +137,18 @@ func (r *records) matching(prefix string) []string {
 }
 
 type fixture struct {
-	l1    *cache.Memory
-	l2    *sharedTier
-	codes *codes.Codes
-	hooks *counts
-	logs  *records
-	l2Ops []string // guarded by hooks.mu
+	l1     *cache.Memory
+	l2     *sharedTier
+	codes  *codes.Codes
+	hooks  *counts
+	logs   *records
+	failed []string // FetchFailed calls, guarded by hooks.mu
+}
+
+func (f *fixture) failures() []string {
+	f.hooks.mu.Lock()
+	defer f.hooks.mu.Unlock()
+	return append([]string(nil), f.failed...)
 }
 
 func newFixture(t *testing.T, configure func(*codes.Options)) *fixture {
@@ -160,9 +166,12 @@ func newFixture(t *testing.T, configure func(*codes.Options)) *fixture {
 			Retried:     func(r codes.Request) { f.hooks.inc("retried:" + r.Endpoint) },
 			GoodImage:   func(r codes.Request) { f.hooks.inc("good:" + r.Endpoint) },
 			BrokenImage: func(r codes.Request) { f.hooks.inc("broken:" + r.Endpoint) },
-			L2Error: func(op string, err error) {
-				f.hooks.inc("l2error:" + op)
+			FetchFailed: func(r codes.Request, attempts int, err error) {
+				f.hooks.mu.Lock()
+				defer f.hooks.mu.Unlock()
+				f.failed = append(f.failed, fmt.Sprintf("endpoint=%s attempts=%d error=%v", r.Endpoint, attempts, err))
 			},
+			L2Error: func(op string, err error) { f.hooks.inc("l2error:" + op) },
 		}}
 	if configure != nil {
 		configure(&o)
@@ -445,6 +454,9 @@ func TestTransientFailureIsRetriedOnce(t *testing.T) {
 			if got := f.hooks.get("retried:" + wechat.PathUnlimited); got != 1 {
 				t.Errorf("Retried hook %d times, want 1", got)
 			}
+			if failed := f.failures(); len(failed) != 0 {
+				t.Errorf("FetchFailed hooks %q for a fetch that succeeded on its retry", failed)
+			}
 			if tc.wantCount != "" {
 				if got := f.hooks.get(tc.wantCount + wechat.PathUnlimited); got != 1 {
 					t.Errorf("%s hook %d times, want 1", tc.wantCount, got)
@@ -476,6 +488,9 @@ func TestFailureIsNeverStored(t *testing.T) {
 			}
 			if got := fetch.calls.Load(); got != tc.wantFetches {
 				t.Errorf("%d fetches, want %d", got, tc.wantFetches)
+			}
+			if failed, want := f.failures(), fmt.Sprintf("attempts=%d error=%v", tc.wantFetches, tc.err); len(failed) != 1 || !strings.HasSuffix(failed[0], want) {
+				t.Errorf("FetchFailed hooks %q, want one ending %q", failed, want)
 			}
 			if l1, l2 := f.stored(key(6)); l1 || l2 {
 				t.Errorf("a failure was stored (L1 %v, L2 %v)", l1, l2)
@@ -538,25 +553,12 @@ func TestBrokenImagesAreRefused(t *testing.T) {
 			if l1, l2 := f.stored(key(7)); l1 || l2 {
 				t.Errorf("a broken image was stored (L1 %v, L2 %v)", l1, l2)
 			}
-			logged := f.logs.matching("WARN code fetch failed")
-			if len(logged) != 1 || !strings.Contains(logged[0], "broken image (wxa-sidecar): ") ||
-				!strings.Contains(logged[0], "attempts=2") || !strings.Contains(logged[0], "endpoint="+wechat.PathUnlimited) {
-				t.Errorf("log %q, want one warning that says why", logged)
+			failed := f.failures()
+			if len(failed) != 1 || !strings.Contains(failed[0], "broken image (wxa-sidecar): ") ||
+				!strings.Contains(failed[0], "attempts=2") || !strings.Contains(failed[0], "endpoint="+wechat.PathUnlimited) {
+				t.Errorf("FetchFailed hooks %q, want one that says why", failed)
 			}
 		})
-	}
-}
-
-// WeChat's own refusal (errcode, HTTP 200) reaches the caller as it is
-// and is not a failure worth a warning.
-func TestWeChatAnswerIsNotLoggedAsAFailure(t *testing.T) {
-	f := newFixture(t, nil)
-	refusal := wechat.Errorf(wechat.InvalidScene, "invalid scene rid: 2")
-	if _, err := f.codes.Get(context.Background(), key(8), unlimited, failing(refusal)); err != refusal {
-		t.Fatalf("Get = %v, want WeChat's answer %v", err, refusal)
-	}
-	if logged := f.logs.matching("WARN"); len(logged) != 0 {
-		t.Errorf("logged %q, want nothing", logged)
 	}
 }
 
