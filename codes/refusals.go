@@ -1,0 +1,83 @@
+package codes
+
+import (
+	"container/list"
+	"sync"
+	"time"
+
+	"github.com/wxa-sidecar/wxa-sidecar/cache"
+)
+
+// refusals remembers the code requests WeChat refused with 45029. Past the
+// lifetime cap WeChat still serves every code it generated before and
+// refuses only new parameters, so the refusal belongs to the request (its
+// cache key), never to the endpoint. Asking again would only spend a rate
+// slot to hear the same answer; the set is bounded (least recently used
+// dropped first) and each entry expires, like a cached image, so a
+// refusal WeChat lifts (a raised cap) is heard again.
+type refusals struct {
+	mu    sync.Mutex
+	ttl   time.Duration
+	max   int
+	order *list.List // of *refusal, most recently used first
+	byKey map[cache.Key]*list.Element
+}
+
+type refusal struct {
+	key   cache.Key
+	until time.Time
+}
+
+const (
+	// maxRefusals bounds the set: 10,000 keys weigh under 2 MB.
+	maxRefusals = 10_000
+	// defaultRefusalTTL is CACHE_TTL's default.
+	defaultRefusalTTL = 24 * time.Hour
+)
+
+func newRefusals(max int, ttl time.Duration) *refusals {
+	return &refusals{ttl: ttl, max: max, order: list.New(), byKey: make(map[cache.Key]*list.Element)}
+}
+
+// add remembers k as refused from now for the set's ttl.
+func (r *refusals) add(k cache.Key, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	until := now.Add(r.ttl)
+	if el := r.byKey[k]; el != nil {
+		el.Value.(*refusal).until = until
+		r.order.MoveToFront(el)
+		return
+	}
+	r.byKey[k] = r.order.PushFront(&refusal{key: k, until: until})
+	for r.order.Len() > r.max {
+		oldest := r.order.Back()
+		r.order.Remove(oldest)
+		delete(r.byKey, oldest.Value.(*refusal).key)
+	}
+}
+
+// has reports whether k was refused and the refusal has not expired; a
+// refusal asked about counts as used.
+func (r *refusals) has(k cache.Key, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	el := r.byKey[k]
+	if el == nil {
+		return false
+	}
+	if !now.Before(el.Value.(*refusal).until) {
+		r.order.Remove(el)
+		delete(r.byKey, k)
+		return false
+	}
+	r.order.MoveToFront(el)
+	return true
+}
+
+// len is the number of refusals held, expired ones included until asked.
+func (r *refusals) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.order.Len()
+}
