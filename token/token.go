@@ -645,27 +645,23 @@ func (m *Manager) Owns(tok string) bool {
 // Status is a manager's state for /status: never the token, at most a
 // short prefix of it.
 type Status struct {
-	AppID            string    `json:"app"`
-	Mode             Mode      `json:"mode"`
-	HasToken         bool      `json:"has_token"`
-	TokenPrefix      string    `json:"token_prefix,omitempty"`
-	FetchedAt        time.Time `json:"fetched_at,omitzero"`
-	AgeSeconds       float64   `json:"age_seconds"`
-	Expiry           time.Time `json:"expiry,omitzero"`
-	ExpiresInSeconds float64   `json:"expires_in_seconds"`
-	NextRefresh      time.Time `json:"next_refresh,omitzero"`
-	Fetches          int64     `json:"fetches"`
-	FetchErrors      int64     `json:"fetch_errors"`
-	LastError        string    `json:"last_error,omitempty"`
-	LastErrorAt      time.Time `json:"last_error_at,omitzero"`
-	// ForceRefreshes24h counts the force refreshes this manager made.
-	ForceRefreshes24h int `json:"force_refreshes_24h"`
-	// Store names where the token is kept ("memory" by default); Adopted
-	// counts tokens taken from it that another manager fetched, and
-	// StoreErrors the store's faults this manager carried on through.
-	Store       string `json:"store"`
-	Adopted     int64  `json:"adopted"`
-	StoreErrors int64  `json:"store_errors"`
+	AppID             string    `json:"app"`
+	Mode              Mode      `json:"mode"`
+	HasToken          bool      `json:"has_token"`
+	TokenPrefix       string    `json:"token_prefix,omitempty"`
+	FetchedAt         time.Time `json:"fetched_at,omitzero"`
+	AgeSeconds        float64   `json:"age_seconds"`
+	Expiry            time.Time `json:"expiry,omitzero"`
+	ExpiresInSeconds  float64   `json:"expires_in_seconds"`
+	NextRefresh       time.Time `json:"next_refresh,omitzero"`
+	Fetches           int64     `json:"fetches"`
+	FetchErrors       int64     `json:"fetch_errors"`
+	LastError         string    `json:"last_error,omitempty"`
+	LastErrorAt       time.Time `json:"last_error_at,omitzero"`
+	ForceRefreshes24h int       `json:"force_refreshes_24h"` // made by this manager
+	Store             string    `json:"store"`               // where the token is kept: "memory" by default
+	Adopted           int64     `json:"adopted"`             // tokens taken from the store, fetched by another manager
+	StoreErrors       int64     `json:"store_errors"`        // store faults this manager carried on through
 }
 
 // Status reports the manager's state.
