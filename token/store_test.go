@@ -241,6 +241,32 @@ func TestAStoreBehindTheManagerIsNotAdopted(t *testing.T) {
 	}
 }
 
+func TestAnOlderTokenOfAnotherManagerIsNotAdopted(t *testing.T) {
+	store := &switchableStore{Store: NewMemoryStore()}
+	f := newFixture(t, ModeClassic, func(o *Options) { o.Store = store })
+	other := f.another(t, nil)
+	theirs, _ := other.Token(context.Background())
+	f.clock.Advance(time.Minute)
+	store.down.Store(true) // f.m fetches its own, and cannot save it
+	ours, _ := f.m.Token(context.Background())
+	store.down.Store(false)
+	if ours.Value == theirs.Value {
+		t.Fatal("the manager adopted a token through a store that was down")
+	}
+	f.clock.Advance(time.Minute)
+	f.fake.RevokeTokens()
+	next, err := f.m.Invalidate(context.Background(), ours.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Value == theirs.Value {
+		t.Fatal("the manager replaced its token with an older one its own fetch had killed")
+	}
+	if !works(t, f.fake, next.Value) {
+		t.Error("the token after Invalidate does not work")
+	}
+}
+
 func TestForceRefreshLimitIsCountedAcrossManagersSharingAStore(t *testing.T) {
 	fs := &forceServer{}
 	srv := httptest.NewServer(fs)
@@ -330,30 +356,15 @@ func TestAStoreThatIsDownLeavesTheManagerAsWithoutOne(t *testing.T) {
 			})
 		}
 	})
-	t.Run("force refresh limit", func(t *testing.T) {
-		fs := &forceServer{}
-		srv := httptest.NewServer(fs)
-		defer srv.Close()
-		f := newFixture(t, ModeStable, func(o *Options) { o.BaseURL, o.Store = srv.URL, &downStore{} })
-		tok, _ := f.m.Token(context.Background())
-		for i := range forceRefreshesPerDay {
-			next, err := f.m.Invalidate(context.Background(), tok.Value)
-			if err != nil || next.Value == tok.Value {
-				t.Fatalf("force refresh %d with the store down: %v", i+1, err)
-			}
-			if _, err := f.m.Invalidate(context.Background(), next.Value); err == nil {
-				t.Fatal("with the store down, a second force refresh within 30s was allowed")
-			}
-			tok = next
-			f.clock.Advance(forceRefreshSpacing + time.Second)
-		}
-		if _, err := f.m.Invalidate(context.Background(), tok.Value); err == nil || !strings.Contains(err.Error(), "20 force refreshes") {
-			t.Errorf("force refresh 21 with the store down: %v, want refused", err)
-		}
-		if fs.forced != forceRefreshesPerDay {
-			t.Errorf("WeChat saw %d force refreshes, want %d", fs.forced, forceRefreshesPerDay)
-		}
-	})
+	stores := map[string]func() Store{
+		"down":                    func() Store { return &downStore{} },
+		"only AllowForce failing": func() Store { return &forceFailingStore{Store: NewMemoryStore()} },
+	}
+	for name, newStore := range stores {
+		t.Run("force refresh limit/"+name, func(t *testing.T) {
+			testForceLimitKeptLocally(t, newStore())
+		})
+	}
 	t.Run("force refresh limit after the store fails", func(t *testing.T) {
 		// What this manager spent through the store still counts once the
 		// store is gone: the fallback does not start from zero.
@@ -375,6 +386,41 @@ func TestAStoreThatIsDownLeavesTheManagerAsWithoutOne(t *testing.T) {
 			t.Errorf("WeChat saw %d force refreshes, want 1", fs.forced)
 		}
 	})
+}
+
+// testForceLimitKeptLocally checks WeChat's force_refresh limit is kept by
+// a manager whose store fails to count.
+func testForceLimitKeptLocally(t *testing.T, store Store) {
+	fs := &forceServer{}
+	srv := httptest.NewServer(fs)
+	defer srv.Close()
+	f := newFixture(t, ModeStable, func(o *Options) { o.BaseURL, o.Store = srv.URL, store })
+	tok, _ := f.m.Token(context.Background())
+	for i := range forceRefreshesPerDay {
+		next, err := f.m.Invalidate(context.Background(), tok.Value)
+		if err != nil || next.Value == tok.Value {
+			t.Fatalf("force refresh %d with the store down: %v", i+1, err)
+		}
+		if _, err := f.m.Invalidate(context.Background(), next.Value); err == nil {
+			t.Fatal("with the store down, a second force refresh within 30s was allowed")
+		}
+		tok = next
+		f.clock.Advance(forceRefreshSpacing + time.Second)
+	}
+	if _, err := f.m.Invalidate(context.Background(), tok.Value); err == nil || !strings.Contains(err.Error(), "20 force refreshes") {
+		t.Errorf("force refresh 21 with the store down: %v, want refused", err)
+	}
+	if fs.forced != forceRefreshesPerDay {
+		t.Errorf("WeChat saw %d force refreshes, want %d", fs.forced, forceRefreshesPerDay)
+	}
+}
+
+// forceFailingStore is a store that keeps tokens but fails to count force
+// refreshes.
+type forceFailingStore struct{ Store }
+
+func (forceFailingStore) AllowForce(context.Context, string, time.Time) (bool, string, error) {
+	return false, "", errStoreDown
 }
 
 // switchableStore wraps a Store and fails every call while down is set.

@@ -357,9 +357,11 @@ func (sc *storeCalls) adoptable(ctx context.Context, need func(*Token, time.Time
 	if t.Value == "" || need(&t, m.now()) {
 		return Token{}, false
 	}
-	if cur := m.current.Load(); cur != nil && t.Value != cur.Value && t.Expiry.Before(cur.Expiry) {
+	if cur := m.current.Load(); cur != nil && t.Value != cur.Value && (t.Expiry.Before(cur.Expiry) || m.handedOut(t.Value)) {
 		// The store lags behind this manager (a Save failed): its token
-		// is older than ours, and in classic mode ours killed it.
+		// is one this manager already replaced, or older than ours, and
+		// the fetch of ours killed it (at once after a force_refresh, five
+		// minutes later in classic mode).
 		return Token{}, false
 	}
 	return t, true
@@ -632,6 +634,14 @@ func (m *Manager) refresh(ctx context.Context) {
 		// not at once, so this never spins.
 		m.nextRefresh = now.Add(max(t.Expiry.Sub(now)/2, 5*time.Second))
 	}
+}
+
+// handedOut reports whether this manager has handed out tok before.
+func (m *Manager) handedOut(tok string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.issued[tok]
+	return ok
 }
 
 // Owns reports whether this manager handed out tok and it has not expired.
