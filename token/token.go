@@ -1,7 +1,9 @@
 // Package token manages one app's WeChat access_token: it fetches it,
 // refreshes it in the background before it expires, shares every fetch
 // among concurrent callers, and replaces a token WeChat reports dead —
-// only if it is still the current one.
+// only if it is still the current one. It keeps the token in a Store, in
+// memory by default, so replicas sharing one can use one token and count
+// force_refresh per app.
 //
 // It must never log, return in an error, or report in Status a secret or a
 // whole token.
@@ -83,6 +85,10 @@ type Options struct {
 	Jitter func(time.Duration) time.Duration
 	// OnFetch, if set, is called after every fetch attempt (the metrics).
 	OnFetch func(err error)
+	// Store is where the token and the force_refresh count live; nil means
+	// a MemoryStore of this Manager's own. Managers sharing a Store adopt a
+	// token another one fetched instead of fetching their own.
+	Store Store
 }
 
 // Token is an access_token and when it stops working.
@@ -110,13 +116,22 @@ type Manager struct {
 
 	current atomic.Pointer[Token] // read without a lock on every request
 
+	store Store
+	// local is the store's stand-in while the store fails, and the record
+	// of the force refreshes this manager made; it is store when
+	// Options.Store is nil.
+	local     *MemoryStore
+	storeName string
+	leaseTTL  time.Duration
+
 	mu          sync.Mutex
 	inflight    chan struct{} // closed when the running fetch ends
 	lastErr     error         // of the last fetch, nil after a success
 	lastErrAt   time.Time
 	fetches     int64
 	fetchErrors int64
-	forced      []time.Time          // force_refresh times in the last 24h
+	adopted     int64
+	storeErrors int64
 	issued      map[string]time.Time // every token handed out, until its expiry
 	nextRefresh time.Time
 	backoff     time.Duration
@@ -162,8 +177,30 @@ func New(opts Options) (*Manager, error) {
 	if opts.Jitter == nil {
 		opts.Jitter = func(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
 	}
-	return &Manager{opts: opts, now: opts.Now, log: opts.Logger, issued: map[string]time.Time{}}, nil
+	m := &Manager{opts: opts, now: opts.Now, log: opts.Logger, issued: map[string]time.Time{},
+		store: opts.Store, local: NewMemoryStore()}
+	if m.store == nil {
+		m.store = m.local
+	}
+	m.storeName = fmt.Sprintf("%T", m.store)
+	if n, ok := m.store.(fmt.Stringer); ok {
+		m.storeName = n.String()
+	}
+	// A classic fetch is one request, bounded by the client's timeout; the
+	// slack covers reading the answer and saving it.
+	m.leaseTTL = opts.Client.Timeout + leaseSlack
+	if opts.Client.Timeout <= 0 {
+		m.leaseTTL = defaultLeaseTTL
+	}
+	return m, nil
 }
+
+// How long a classic fetch's lease lasts, when the client has no timeout to
+// derive it from, and the slack added to the client's timeout otherwise.
+const (
+	defaultLeaseTTL = 30 * time.Second
+	leaseSlack      = 5 * time.Second
+)
 
 // AppID is the app this manager serves.
 func (m *Manager) AppID() string { return m.opts.AppID }
@@ -187,18 +224,22 @@ func (m *Manager) Token(ctx context.Context) (Token, error) {
 func (m *Manager) Invalidate(ctx context.Context, failed string) (Token, error) {
 	return m.obtain(ctx, func(cur *Token, now time.Time) bool {
 		return cur == nil || cur.Value == failed || !now.Before(cur.Expiry)
-	}, func(ctx context.Context) (Token, error) {
-		t, err := m.fetchNormal(ctx)
+	}, func(ctx context.Context, sc *storeCalls) (Token, error) {
+		t, err := m.fetchNormal(ctx, sc)
 		if err != nil || t.Value != failed || m.opts.Mode != ModeStable {
 			return t, err
 		}
-		return m.fetchForced(ctx)
+		return m.fetchForced(ctx, sc)
 	})
 }
 
+// fetchFunc gets a token from WeChat, using the store through sc.
+type fetchFunc func(ctx context.Context, sc *storeCalls) (Token, error)
+
 // obtain returns the current token unless need says it won't do; then it
-// runs fetch, or waits for the fetch already running and looks again.
-func (m *Manager) obtain(ctx context.Context, need func(*Token, time.Time) bool, fetch func(context.Context) (Token, error)) (Token, error) {
+// fills (from the store, else fetch), or waits for the fill already running
+// and looks again.
+func (m *Manager) obtain(ctx context.Context, need func(*Token, time.Time) bool, fetch fetchFunc) (Token, error) {
 	m.mu.Lock()
 	for waited := false; ; waited = true {
 		cur := m.current.Load()
@@ -229,8 +270,8 @@ func (m *Manager) obtain(ctx context.Context, need func(*Token, time.Time) bool,
 	m.inflight = done
 	m.mu.Unlock()
 
-	// The fetch serves every waiter: one caller hanging up must not end it.
-	t, err := fetch(context.WithoutCancel(ctx))
+	// The fill serves every waiter: one caller hanging up must not end it.
+	t, err := m.fill(context.WithoutCancel(ctx), need, fetch)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -242,33 +283,162 @@ func (m *Manager) obtain(ctx context.Context, need func(*Token, time.Time) bool,
 	return t, nil
 }
 
+// fill finds a token need accepts: the store's, if another manager sharing
+// it put one there, else one from fetch, saved for the others. In classic
+// mode the fetch runs under the store's lease: every fetch kills the token
+// before it, so replicas take turns and the later ones adopt the token the
+// first one saved instead of replacing it.
+func (m *Manager) fill(ctx context.Context, need func(*Token, time.Time) bool, fetch fetchFunc) (Token, error) {
+	sc := &storeCalls{m: m}
+	if t, ok := sc.adoptable(ctx, need); ok {
+		return m.adopt(t), nil
+	}
+	if m.opts.Mode == ModeClassic {
+		if unlock := sc.lock(ctx); unlock != nil {
+			defer unlock()
+			// The previous holder has usually just saved a token.
+			if t, ok := sc.adoptable(ctx, need); ok {
+				return m.adopt(t), nil
+			}
+		}
+	}
+	t, err := fetch(ctx, sc)
+	if err == nil {
+		sc.save(ctx, t)
+	}
+	return t, err
+}
+
+// adopt makes t, which another manager fetched, the current token.
+func (m *Manager) adopt(t Token) Token {
+	now := m.now()
+	m.mu.Lock()
+	m.adopted++
+	m.install(t, now)
+	m.mu.Unlock()
+	m.log.Info("token adopted from the store", "store", m.storeName, "mode", m.opts.Mode, "token", Prefix(t.Value),
+		"expires_in", t.Expiry.Sub(now).Round(time.Second).String())
+	return t
+}
+
+// install makes t the current token; m.mu must be held.
+func (m *Manager) install(t Token, now time.Time) {
+	m.lastErr = nil
+	m.current.Store(&t)
+	m.issued[t.Value] = t.Expiry
+	for v, exp := range m.issued {
+		if !now.Before(exp) {
+			delete(m.issued, v)
+		}
+	}
+}
+
+// storeCalls is one fill's use of the store. After the first fault the
+// rest of the fill uses the manager's own memory: a store that is down
+// costs a fill one failed call, not one per step.
+type storeCalls struct {
+	m    *Manager
+	down bool
+}
+
+// adoptable returns the stored token if need accepts it.
+func (sc *storeCalls) adoptable(ctx context.Context, need func(*Token, time.Time) bool) (Token, bool) {
+	m := sc.m
+	if sc.down {
+		return Token{}, false
+	}
+	t, err := m.store.Load(ctx, m.opts.AppID)
+	if err != nil {
+		if !errors.Is(err, ErrNoToken) {
+			sc.fault("load", err)
+		}
+		return Token{}, false
+	}
+	if t.Value == "" || need(&t, m.now()) {
+		return Token{}, false
+	}
+	if cur := m.current.Load(); cur != nil && t.Value != cur.Value && (t.Expiry.Before(cur.Expiry) || m.handedOut(t.Value)) {
+		// The store lags behind this manager (a Save failed): its token
+		// is one this manager already replaced, or older than ours, and
+		// the fetch of ours killed it (at once after a force_refresh, five
+		// minutes later in classic mode).
+		return Token{}, false
+	}
+	return t, true
+}
+
+// save offers a fetched token to the other managers.
+func (sc *storeCalls) save(ctx context.Context, t Token) {
+	if sc.down {
+		return
+	}
+	if err := sc.m.store.Save(ctx, sc.m.opts.AppID, t); err != nil {
+		sc.fault("save", err)
+	}
+}
+
+// lock takes the app's fetch lease; nil when the store failed to give it.
+func (sc *storeCalls) lock(ctx context.Context) (unlock func()) {
+	m := sc.m
+	if sc.down {
+		return nil
+	}
+	// A holder keeps the lease for at most leaseTTL; twice that means the
+	// store, not a fetch, is stuck.
+	wait, cancel := context.WithTimeout(ctx, 2*m.leaseTTL)
+	defer cancel()
+	release, err := m.store.Lock(wait, m.opts.AppID, m.leaseTTL)
+	if err != nil {
+		sc.fault("lock", err)
+		return nil
+	}
+	return func() {
+		if err := release(ctx); err != nil {
+			sc.fault("unlock", err)
+		}
+	}
+}
+
+// allowForce asks the store whether WeChat's force_refresh limit allows one
+// now, and the manager's own memory when the store fails: this manager's
+// own force refreshes then still keep to the limit.
+func (sc *storeCalls) allowForce(ctx context.Context, now time.Time) (bool, string) {
+	m := sc.m
+	if !sc.down && m.store != Store(m.local) {
+		allowed, reason, err := m.store.AllowForce(ctx, m.opts.AppID, now)
+		if err == nil {
+			if allowed {
+				m.local.recordForce(m.opts.AppID, now)
+			}
+			return allowed, reason
+		}
+		sc.fault("allow_force", err)
+	}
+	allowed, reason, _ := m.local.AllowForce(ctx, m.opts.AppID, now)
+	return allowed, reason
+}
+
+// fault records a store failure; the token never appears in it (the
+// Store contract, and RedactError for a URL in it).
+func (sc *storeCalls) fault(op string, err error) {
+	m := sc.m
+	sc.down = true
+	m.mu.Lock()
+	m.storeErrors++
+	m.mu.Unlock()
+	m.log.Warn("token store failed; carrying on from this manager's own memory", "store", m.storeName,
+		"op", op, "error", RedactError(err).Error())
+}
+
 // fetchNormal fetches in the configured mode without forcing anything.
-func (m *Manager) fetchNormal(ctx context.Context) (Token, error) {
+func (m *Manager) fetchNormal(ctx context.Context, _ *storeCalls) (Token, error) {
 	return m.fetch(ctx, false)
 }
 
 // fetchForced fetches with force_refresh, if WeChat's limit allows it now.
-func (m *Manager) fetchForced(ctx context.Context) (Token, error) {
-	now := m.now()
-	m.mu.Lock()
-	kept := m.forced[:0]
-	for _, at := range m.forced {
-		if now.Sub(at) < 24*time.Hour {
-			kept = append(kept, at)
-		}
-	}
-	m.forced = kept
-	var refuse string
-	switch {
-	case len(m.forced) >= forceRefreshesPerDay:
-		refuse = "20 force refreshes in the last 24h"
-	case len(m.forced) > 0 && now.Sub(m.forced[len(m.forced)-1]) < forceRefreshSpacing:
-		refuse = "the last force refresh was under 30s ago"
-	default:
-		m.forced = append(m.forced, now)
-	}
-	m.mu.Unlock()
-	if refuse != "" {
+func (m *Manager) fetchForced(ctx context.Context, sc *storeCalls) (Token, error) {
+	allowed, refuse := sc.allowForce(ctx, m.now())
+	if !allowed {
 		err := fmt.Errorf("token: %s: WeChat keeps returning a token it calls invalid, and force_refresh is not allowed now: %s", m.opts.AppID, refuse)
 		m.log.Error("cannot replace a dead token", "reason", refuse)
 		return Token{}, err
@@ -300,14 +470,7 @@ func (m *Manager) fetch(ctx context.Context, force bool) (Token, error) {
 		return Token{}, err
 	}
 	t.FetchedAt = started
-	m.lastErr = nil
-	m.current.Store(&t)
-	m.issued[t.Value] = t.Expiry
-	for v, exp := range m.issued {
-		if !now.Before(exp) {
-			delete(m.issued, v)
-		}
-	}
+	m.install(t, now)
 	m.log.Info("token fetched", "mode", m.opts.Mode, "force", force, "token", Prefix(t.Value),
 		"expires_in", t.Expiry.Sub(now).Round(time.Second).String())
 	return t, nil
@@ -473,6 +636,14 @@ func (m *Manager) refresh(ctx context.Context) {
 	}
 }
 
+// handedOut reports whether this manager has handed out tok before.
+func (m *Manager) handedOut(tok string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.issued[tok]
+	return ok
+}
+
 // Owns reports whether this manager handed out tok and it has not expired.
 func (m *Manager) Owns(tok string) bool {
 	m.mu.Lock()
@@ -497,23 +668,23 @@ type Status struct {
 	FetchErrors       int64     `json:"fetch_errors"`
 	LastError         string    `json:"last_error,omitempty"`
 	LastErrorAt       time.Time `json:"last_error_at,omitzero"`
-	ForceRefreshes24h int       `json:"force_refreshes_24h"`
+	ForceRefreshes24h int       `json:"force_refreshes_24h"` // made by this manager
+	Store             string    `json:"store"`               // where the token is kept: "memory" by default
+	Adopted           int64     `json:"adopted"`             // tokens taken from the store, fetched by another manager
+	StoreErrors       int64     `json:"store_errors"`        // store faults this manager carried on through
 }
 
 // Status reports the manager's state.
 func (m *Manager) Status() Status {
 	now := m.now()
+	forced := m.local.forcesIn24h(m.opts.AppID, now)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := Status{AppID: m.opts.AppID, Mode: m.opts.Mode, NextRefresh: m.nextRefresh,
-		Fetches: m.fetches, FetchErrors: m.fetchErrors, LastErrorAt: m.lastErrAt}
+		Fetches: m.fetches, FetchErrors: m.fetchErrors, LastErrorAt: m.lastErrAt,
+		ForceRefreshes24h: forced, Store: m.storeName, Adopted: m.adopted, StoreErrors: m.storeErrors}
 	if m.lastErr != nil {
 		s.LastError = m.lastErr.Error()
-	}
-	for _, at := range m.forced {
-		if now.Sub(at) < 24*time.Hour {
-			s.ForceRefreshes24h++
-		}
 	}
 	if t := m.current.Load(); t != nil {
 		s.HasToken = now.Before(t.Expiry)
