@@ -23,10 +23,14 @@ import (
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
+	"github.com/wxa-sidecar/wxa-sidecar/codes"
 	"github.com/wxa-sidecar/wxa-sidecar/config"
 	"github.com/wxa-sidecar/wxa-sidecar/metrics"
 	"github.com/wxa-sidecar/wxa-sidecar/proxy"
+	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
+	"github.com/wxa-sidecar/wxa-sidecar/upstream"
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
@@ -129,6 +133,7 @@ type sidecar struct {
 	metrics *metrics.Metrics
 	tokens  []*token.Manager
 	cache   *cache.Memory
+	gate    *quota.Local
 	proxy   *proxy.Proxy
 
 	api, admin, qrcode       *http.Server
@@ -154,6 +159,26 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		TLSHandshakeTimeout:   5 * time.Second,
 		ResponseHeaderTimeout: cfg.UpstreamTimeout,
 	}
+	limits := quota.Options{
+		Default:       quota.Limit{Rate: cfg.UpstreamRPS, Burst: cfg.UpstreamBurst},
+		Endpoints:     map[string]quota.Limit{},
+		MaxWait:       cfg.UpstreamMaxWait,
+		DailyCooldown: cfg.QuotaCooldown,
+		Logger:        log,
+		Hooks:         s.metrics.QuotaHooks(),
+	}
+	for path, l := range cfg.Limits {
+		if !wechat.IsKnownEndpoint(path) {
+			return nil, fmt.Errorf("rate limit for %s: not a known WeChat endpoint (known: see README)", path)
+		}
+		limits.Endpoints[path] = quota.Limit{Rate: l.Rate, Burst: l.Burst}
+	}
+	s.gate = quota.NewLocal(limits)
+	up, err := upstream.New(upstream.Options{Base: cfg.APIURL, Transport: transport, Timeout: cfg.UpstreamTimeout,
+		Gate: s.gate, Hooks: s.metrics.UpstreamHooks(), Logger: log})
+	if err != nil {
+		return nil, err
+	}
 	var apps []proxy.App
 	var appIDs []string
 	for _, a := range cfg.Apps {
@@ -164,9 +189,11 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 			BaseURL:       cfg.APIURL,
 			Mode:          token.Mode(cfg.TokenMode),
 			RefreshMargin: cfg.TokenRefreshMargin,
-			Client:        &http.Client{Transport: transport, Timeout: cfg.UpstreamTimeout},
-			Logger:        log.With("app", a.ID),
-			OnFetch:       s.metrics.TokenFetched(a.ID),
+			// Token fetches are calls to WeChat like any other: counted,
+			// and sent nowhere but the configured upstream.
+			Client:  &http.Client{Transport: up.Transport(), Timeout: cfg.UpstreamTimeout},
+			Logger:  log.With("app", a.ID),
+			OnFetch: s.metrics.TokenFetched(a.ID),
 		})
 		if err != nil {
 			return nil, err
@@ -186,36 +213,25 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 	for _, m := range s.tokens {
 		s.metrics.ObserveTokenExpiry(m.AppID(), func() float64 { return m.Status().ExpiresInSeconds })
 	}
-	limits := proxy.Limits{
-		Default:       proxy.RateLimit{Rate: cfg.UpstreamRPS, Burst: cfg.UpstreamBurst},
-		Endpoints:     map[string]proxy.RateLimit{},
-		MaxWait:       cfg.UpstreamMaxWait,
-		QuotaCooldown: cfg.QuotaCooldown,
-	}
-	for path, l := range cfg.Limits {
-		limits.Endpoints[path] = proxy.RateLimit{Rate: l.Rate, Burst: l.Burst}
-	}
 	p, err := proxy.New(proxy.Options{
-		Upstream:        cfg.APIURL,
 		Apps:            apps,
-		Transport:       transport,
-		UpstreamTimeout: cfg.UpstreamTimeout,
+		Upstream:        up,
+		Quota:           s.gate,
+		Codes:           codes.Options{L1: c, RefusalTTL: cfg.CacheTTL, Logger: log, Hooks: s.metrics.CodesHooks()},
 		MaxBodyBytes:    cfg.MaxBodyBytes,
 		MaxUploadBytes:  cfg.MaxUploadBytes,
 		BodyReadTimeout: cfg.BodyReadTimeout,
 		AllowedPaths:    cfg.AllowedPaths,
 		Logger:          log,
 		Metrics:         s.metrics,
-		Cache:           c,
 		CacheTTL:        cfg.CacheTTL,
-		Limits:          limits,
 	})
 	if err != nil {
 		c.Close()
 		return nil, err
 	}
 	s.proxy = p
-	s.metrics.Init(appIDs, proxy.KnownEndpoints())
+	s.metrics.Init(appIDs, append(wechat.KnownEndpoints(), wechat.EndpointOther))
 	s.metrics.BuildInfo(version)
 	// net/http's own complaints (accept errors, superfluous WriteHeader)
 	// are warnings in the same JSON as everything else.
@@ -363,7 +379,7 @@ func (s *sidecar) close() {
 			srv.Close()
 		}
 	}
-	s.proxy.Close()
+	s.gate.Close()
 	s.cache.Close()
 }
 
@@ -397,12 +413,12 @@ func (s *sidecar) status() any {
 		apps = append(apps, m.Status())
 	}
 	return struct {
-		Version string              `json:"version"`
-		Ready   bool                `json:"ready"`
-		Apps    []token.Status      `json:"apps"`
-		Limits  []proxy.LimitStatus `json:"limits"`
-		Cache   cache.Stats         `json:"cache"`
-	}{version, s.ready.Load(), apps, s.proxy.Status().Limits, s.cache.Stats()}
+		Version string         `json:"version"`
+		Ready   bool           `json:"ready"`
+		Apps    []token.Status `json:"apps"`
+		Limits  []quota.Status `json:"limits"`
+		Cache   cache.Stats    `json:"cache"`
+	}{version, s.ready.Load(), apps, s.gate.Status(), s.cache.Stats()}
 }
 
 // loopbackAddr names a bound address a local curl can reach.

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wxa-sidecar/wxa-sidecar/proxy"
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
@@ -335,7 +335,8 @@ func TestFirstScrapeHasEverySeriesAtZero(t *testing.T) {
 	for _, r := range []string{"hit", "miss", "collapsed"} {
 		want[`wxa_sidecar_cache_requests_total{result="`+r+`"}`] = "0"
 	}
-	for _, e := range proxy.KnownEndpoints() {
+	endpoints := append(wechat.KnownEndpoints(), wechat.EndpointOther)
+	for _, e := range endpoints {
 		for _, o := range []string{"ok", "errcode", "http_error", "timeout", "broken_image"} {
 			want[`wxa_sidecar_upstream_requests_total{endpoint="`+e+`",outcome="`+o+`"}`] = "0"
 		}
@@ -347,6 +348,7 @@ func TestFirstScrapeHasEverySeriesAtZero(t *testing.T) {
 	want[`wxa_sidecar_token_fetches_total{app="`+app+`",result="error"}`] = "0"
 	// The start-up fetch may or may not have finished by the scrape.
 	want[`wxa_sidecar_token_fetches_total{app="`+app+`",result="ok"}`] = ""
+	want[`wxa_sidecar_upstream_requests_total{endpoint="/cgi-bin/stable_token",outcome="ok"}`] = ""
 	want[`wxa_sidecar_build_info{goversion="`+runtime.Version()+`",version="test-build"}`] = "1"
 	for series, v := range want {
 		got, ok := values[series]
@@ -358,7 +360,7 @@ func TestFirstScrapeHasEverySeriesAtZero(t *testing.T) {
 		}
 	}
 	for _, e := range []string{"/wxa/getwxacodeunlimit", "/wxa/getwxacode", "/cgi-bin/wxaapp/createwxaqrcode", "/cgi-bin/getcallbackip", "other"} {
-		if !strings.Contains(strings.Join(proxy.KnownEndpoints(), " "), e) {
+		if !strings.Contains(strings.Join(endpoints, " "), e) {
 			t.Errorf("KnownEndpoints lacks %s", e)
 		}
 	}

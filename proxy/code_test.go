@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
+	"github.com/wxa-sidecar/wxa-sidecar/codes"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
@@ -391,12 +392,12 @@ func TestImageBufferIsExactlyItsLength(t *testing.T) {
 			if want := framing == "chunked"; (resp.ContentLength < 0) != want {
 				t.Fatalf("ContentLength %d: the server did not frame as %s", resp.ContentLength, framing)
 			}
-			got, err := readImage(resp)
+			got, err := codes.ReadImage(resp.Body, resp.ContentLength)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(got, img) {
-				t.Fatal("readImage changed the bytes")
+				t.Fatal("ReadImage changed the bytes")
 			}
 			// The cache charges len(body): any spare capacity is memory it
 			// never counts.

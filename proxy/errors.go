@@ -4,50 +4,26 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
+	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
-// wechatError is an answer the sidecar gives in WeChat's own words: an
-// errcode and errmsg, sent with the HTTP status the WeChat paths use for
-// that cause (200 for anything WeChat itself would say, 413, 403 or 502 for
-// the sidecar's own refusals).
-type wechatError struct {
-	Status  int
-	Errcode int
-	Errmsg  string
-}
-
-func (e *wechatError) Error() string {
-	return "proxy: errcode " + strconv.Itoa(e.Errcode) + ": " + e.Errmsg
-}
-
-// Errcodes the sidecar answers with itself.
-const (
-	errcodeSystem        = -1
-	errcodeBadGrantType  = 40002
-	errcodeInvalidAppID  = 40013
-	errcodeInvalidSecret = 40125
-	errcodeMissingToken  = 41001
-	errcodeNeedPOST      = 43002
-	errcodeDataFormat    = 47001
-	errcodeUnauthorized  = 48001
-	errcodeMinuteQuota   = 45011
-	errcodeDailyQuota    = 45009
-	errcodeLifetimeQuota = 45029
-	errcodeInvalidURL    = int(wechat.InvalidURL)
-)
-
+// The sidecar's own refusals, in WeChat's words, with the status the API
+// port sends them with.
 var (
-	errUpstream = &wechatError{Status: http.StatusBadGateway, Errcode: errcodeSystem,
-		Errmsg: "system error: WeChat unreachable or failed (wxa-sidecar)"}
-	errBodyTooLarge = &wechatError{Status: http.StatusRequestEntityTooLarge, Errcode: errcodeDataFormat,
-		Errmsg: "data format error: request body too large (wxa-sidecar MAX_BODY_BYTES)"}
-	errUploadTooLarge = &wechatError{Status: http.StatusRequestEntityTooLarge, Errcode: errcodeDataFormat,
-		Errmsg: "data format error: upload too large (wxa-sidecar MAX_UPLOAD_BYTES)"}
-	errPathNotAllowed = &wechatError{Status: http.StatusForbidden, Errcode: errcodeUnauthorized,
-		Errmsg: "api unauthorized: path not in wxa-sidecar ALLOWED_PATHS"}
+	errUpstream = &wechat.Error{Status: http.StatusBadGateway, Code: wechat.SystemBusy,
+		Msg: "system error: WeChat unreachable or failed (wxa-sidecar)"}
+	errBodyTooLarge = &wechat.Error{Status: http.StatusRequestEntityTooLarge, Code: wechat.DataFormat,
+		Msg: "data format error: request body too large (wxa-sidecar MAX_BODY_BYTES)"}
+	errUploadTooLarge = &wechat.Error{Status: http.StatusRequestEntityTooLarge, Code: wechat.DataFormat,
+		Msg: "data format error: upload too large (wxa-sidecar MAX_UPLOAD_BYTES)"}
+	errPathNotAllowed = &wechat.Error{Status: http.StatusForbidden, Code: wechat.Unauthorized,
+		Msg: "api unauthorized: path not in wxa-sidecar ALLOWED_PATHS"}
+	errUnreadableBody = &wechat.Error{Status: http.StatusBadRequest, Code: wechat.DataFormat,
+		Msg: "data format error: cannot read request body"}
 )
 
 // jsonContentType is what WeChat labels its errcode answers with; SDKs tell
@@ -64,44 +40,49 @@ func writeJSON(w http.ResponseWriter, status int, body []byte) {
 }
 
 // writeErrcode answers with {"errcode":N,"errmsg":"..."}.
-func writeErrcode(w http.ResponseWriter, status, errcode int, errmsg string) {
+func writeErrcode(w http.ResponseWriter, status int, code wechat.Errcode, errmsg string) {
 	b := make([]byte, 0, 48+len(errmsg))
 	b = append(b, `{"errcode":`...)
-	b = strconv.AppendInt(b, int64(errcode), 10)
+	b = strconv.AppendInt(b, int64(code), 10)
 	b = append(b, `,"errmsg":`...)
 	b = strconv.AppendQuote(b, errmsg)
 	b = append(b, '}')
 	writeJSON(w, status, b)
 }
 
-// asWeChatError maps any error on a WeChat path to what the caller sees:
-// WeChat-level errors with HTTP 200, everything else as 502 errcode -1.
-func asWeChatError(err error) *wechatError {
-	var we *wechatError
-	if errors.As(err, &we) {
-		return we
-	}
+// wechatAnswer is WeChat's own errcode answer to a code request, passed on
+// as WeChat sent it. It unwraps to its *wechat.Error, so every part reads
+// the errcode the same way.
+type wechatAnswer struct {
+	err  *wechat.Error
+	body []byte
+}
+
+func (e *wechatAnswer) Error() string { return e.err.Error() }
+func (e *wechatAnswer) Unwrap() error { return e.err }
+
+// asWeChatError is the one mapping of any error on a WeChat path to what
+// the caller is told: WeChat-level errors with HTTP 200 (and, for a quota
+// refusal, when to come back), everything else 502 errcode -1.
+func asWeChatError(err error) *wechat.Error {
 	var e *wechat.Error
 	if errors.As(err, &e) {
-		status := e.Status
-		if status == 0 {
-			status = http.StatusOK // a literal without one: WeChat's own status
+		if e.Status == 0 {
+			c := *e
+			c.Status = http.StatusOK // WeChat's own answers come with 200
+			return &c
 		}
-		return &wechatError{Status: status, Errcode: int(e.Code), Errmsg: e.Msg}
+		return e
 	}
-	var ans *wechatAnswer
-	if errors.As(err, &ans) {
-		return &wechatError{Status: http.StatusOK, Errcode: ans.errcode, Errmsg: errmsgOf(ans.body)}
-	}
-	var qe *quotaError
-	if errors.As(err, &qe) {
-		return &wechatError{Status: http.StatusOK, Errcode: qe.errcode, Errmsg: qe.msg}
+	var refusal *quota.Refusal
+	if errors.As(err, &refusal) {
+		return &wechat.Error{Status: http.StatusOK, Code: refusal.Code, Msg: refusal.Msg, RetryAfter: refusal.RetryAfter}
 	}
 	var ae *token.APIError
 	if errors.As(err, &ae) {
 		// No token because fetching keeps failing with an errcode: WeChat's
 		// own words, so SDKs handle it as they would from WeChat.
-		return &wechatError{Status: http.StatusOK, Errcode: ae.Code, Errmsg: ae.Msg}
+		return wechat.Errorf(wechat.Errcode(ae.Code), ae.Msg)
 	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
@@ -110,8 +91,9 @@ func asWeChatError(err error) *wechatError {
 	return errUpstream
 }
 
-// writeError answers err on a WeChat path and returns what it sent.
-func writeError(w http.ResponseWriter, err error) *wechatError {
+// writeError is the API port's renderer: err in WeChat's JSON, with
+// Retry-After when waiting helps. It returns what it sent.
+func writeError(w http.ResponseWriter, err error) *wechat.Error {
 	var ans *wechatAnswer
 	if errors.As(err, &ans) {
 		// WeChat's own words reach the caller as WeChat sent them, labelled
@@ -123,18 +105,20 @@ func writeError(w http.ResponseWriter, err error) *wechatError {
 		w.Header().Set("Content-Length", strconv.Itoa(len(ans.body)))
 		w.WriteHeader(http.StatusOK)
 		w.Write(ans.body)
-		return &wechatError{Status: http.StatusOK, Errcode: ans.errcode}
-	}
-	var qe *quotaError
-	if errors.As(err, &qe) {
-		// A client that can pace itself need not guess when to come back.
-		w.Header().Set("Retry-After", qe.retryAfterSeconds())
-	}
-	var e *wechat.Error
-	if errors.As(err, &e) && e.RetryAfter > 0 {
-		w.Header().Set("Retry-After", retryAfterSeconds(e.RetryAfter))
+		return ans.err
 	}
 	we := asWeChatError(err)
-	writeErrcode(w, we.Status, we.Errcode, we.Errmsg)
+	if we.RetryAfter > 0 {
+		// A client that can pace itself need not guess when to come back.
+		w.Header().Set("Retry-After", retryAfterSeconds(we.RetryAfter))
+	}
+	writeErrcode(w, we.Status, we.Code, we.Msg)
 	return we
+}
+
+// retryAfterSeconds is a Retry-After value: whole seconds, rounded up, at
+// least 1.
+func retryAfterSeconds(d time.Duration) string {
+	s := int64((d + time.Second - 1) / time.Second)
+	return strconv.FormatInt(max(s, 1), 10)
 }

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"mime"
@@ -12,8 +11,8 @@ import (
 	"net/http/httputil"
 	"strings"
 
-	"github.com/wxa-sidecar/wxa-sidecar/metrics"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
+	"github.com/wxa-sidecar/wxa-sidecar/upstream"
 )
 
 // call is one backend request on its way upstream.
@@ -24,6 +23,8 @@ type call struct {
 	// body is the buffered request body, replayed on a token error; nil
 	// when the body streams through (multipart uploads).
 	body []byte
+	// contentType is a code request's, sent with its fetch.
+	contentType string
 }
 
 // callKey carries a relayed call's *call; uploadKey its *upload, when
@@ -116,8 +117,7 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error)
 		case isTimeout(err):
 			return nil, markBodyTimeout(w)
 		}
-		return nil, &wechatError{Status: http.StatusBadRequest, Errcode: errcodeDataFormat,
-			Errmsg: "data format error: cannot read request body"}
+		return nil, errUnreadableBody
 	}
 	return body, nil
 }
@@ -137,8 +137,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	// ReverseProxy has re-encoded a query it could not parse (dropping
 	// every part with a ';'): WeChat gets the caller's bytes instead, less
 	// any access_token of the caller's.
-	pr.Out.URL.RawQuery = withoutToken(pr.In.URL.RawQuery)
-	pr.SetURL(p.upstream)
+	pr.Out.URL.RawQuery = upstream.StripToken(pr.In.URL.RawQuery)
+	base := p.upstream.Base()
+	pr.SetURL(&base)
 }
 
 func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
@@ -160,8 +161,9 @@ func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-// upstreamTransport injects the managed token into every call that needs
-// one and replays a buffered call once when WeChat says the token is dead.
+// upstreamTransport sends the reverse proxy's requests through upstream,
+// which injects the managed token and replays a buffered call once when
+// WeChat says the token is dead.
 type upstreamTransport struct{ p *Proxy }
 
 func (t upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -169,180 +171,15 @@ func (t upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if c == nil {
 		return nil, errors.New("proxy: request without call")
 	}
-	return t.p.sendCall(req.Context(), req, c, true)
-}
-
-// send makes c's upstream call for the image path, which counts an
-// image's outcome itself (see sendCall).
-func (p *Proxy) send(ctx context.Context, req *http.Request, c *call) (*http.Response, error) {
-	return p.sendCall(ctx, req, c, false)
-}
-
-// sendCall makes c's upstream call with req as the template, replaying it
-// once with a fresh token on 40001/40014/42001. The response body, when
-// there is one, cancels the call's timeout when closed. relayed: WeChat's
-// answer goes back to the caller as it came, through the reverse proxy, so
-// a 200 without an errcode counts as ok here; an image fetch is not
-// relayed, as it alone can tell a whole image from a broken one.
-func (p *Proxy) sendCall(ctx context.Context, req *http.Request, c *call, relayed bool) (*http.Response, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	resp, err := p.sendWithToken(ctx, req, c, relayed)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
-	return resp, nil
-}
-
-func (p *Proxy) sendWithToken(ctx context.Context, req *http.Request, c *call, relayed bool) (*http.Response, error) {
-	if c.app == nil {
-		resp, _, err := p.roundTrip(ctx, req, c, "", relayed)
-		return resp, err
-	}
-	tok, err := c.app.tokens.Token(ctx)
-	if err != nil {
-		return nil, err
-	}
-	resp, errcode, err := p.roundTrip(ctx, req, c, tok.Value, relayed)
-	if err != nil || c.body == nil || !isTokenErrcode(errcode) {
-		return resp, err
-	}
-	fresh, ferr := c.app.tokens.Invalidate(ctx, tok.Value)
-	if ferr != nil || fresh.Value == tok.Value {
-		// No better token to try: the caller sees WeChat's own answer.
-		p.log.Warn("token refresh after a token error failed", "app", c.app.id,
-			"errcode", errcode, "error", token.RedactError(ferr))
-		return resp, nil
-	}
-	resp.Body.Close()
-	p.metrics.TokenReplays.WithLabelValues(c.app.id).Inc()
-	resp, _, err = p.roundTrip(ctx, req, c, fresh.Value, relayed)
-	return resp, err
-}
-
-// roundTrip makes exactly one upstream request — req's method and headers,
-// c's buffered body (or req's streamed one), tok in the query — once the
-// limiter grants a slot. It returns the errcode of a small JSON answer (0
-// if none) and records the call's metrics; the outcome of a call that is
-// not relayed, an image's, is left to the image path.
-func (p *Proxy) roundTrip(ctx context.Context, req *http.Request, c *call, tok string, relayed bool) (*http.Response, int, error) {
-	var appID string
+	uc := &upstream.Call{Path: c.path, Endpoint: c.endpoint, Body: c.body}
 	if c.app != nil {
-		appID = c.app.id
+		uc.Tokens = c.app.tokens
 	}
-	if err := p.limits.admit(ctx, appID, c.endpoint); err != nil {
-		return nil, 0, err
-	}
-	out := req.Clone(ctx)
-	if c.body != nil {
-		out.Body = io.NopCloser(bytes.NewReader(c.body))
-		out.ContentLength = int64(len(c.body))
-		if len(c.body) == 0 {
-			out.Body = http.NoBody
-		}
-	}
-	if c.app != nil {
-		out.URL.RawQuery = withToken(req.URL.RawQuery, tok)
-	}
-	start := p.now()
-	resp, err := p.transport.RoundTrip(out)
-	p.metrics.UpstreamDuration.WithLabelValues(c.endpoint).Observe(p.now().Sub(start).Seconds())
-	outcome := func(o string) { p.metrics.UpstreamRequests.WithLabelValues(c.endpoint, o).Inc() }
-	if err != nil {
-		if isTimeout(err) {
-			outcome("timeout")
-		} else {
-			outcome("http_error")
-		}
-		return nil, 0, &transportError{err}
-	}
-	if resp.StatusCode != http.StatusOK {
-		outcome("http_error")
-		return resp, 0, nil
-	}
-	errcode := peekErrcode(resp)
-	if errcode != 0 {
-		outcome("errcode")
-		p.metrics.UpstreamErrcodes.WithLabelValues(c.endpoint, metrics.ErrcodeLabel(errcode)).Inc()
-		p.limits.observe(appID, c.endpoint, errcode)
-	} else if relayed {
-		outcome("ok")
-	}
-	return resp, errcode, nil
+	return t.p.upstream.Send(req.Context(), req, uc)
 }
 
-// transportError is a failed exchange with WeChat: no answer at all.
-type transportError struct{ err error }
-
-func (e *transportError) Error() string { return "proxy: upstream: " + e.err.Error() }
-func (e *transportError) Unwrap() error { return e.err }
-
+// isTimeout reports a read or call that ran out of time.
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
-}
-
-// maxErrcodePeek bounds how much of a response is read to look for a token
-// error: WeChat's errcode answers are far smaller, and a larger body is
-// never one.
-const maxErrcodePeek = 4 << 10
-
-// peekErrcode returns the errcode of a small JSON answer (0 when there is
-// none) and leaves resp.Body readable from the start.
-func peekErrcode(resp *http.Response) int {
-	if resp.ContentLength > maxErrcodePeek {
-		return 0
-	}
-	head, err := io.ReadAll(io.LimitReader(resp.Body, maxErrcodePeek+1))
-	resp.Body = readCloser{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
-	if err != nil || len(head) > maxErrcodePeek {
-		return 0
-	}
-	return errcodeOf(head)
-}
-
-// errcodeOf returns the errcode of a WeChat JSON answer, 0 if there is none.
-func errcodeOf(body []byte) int {
-	body = bytes.TrimSpace(body)
-	if len(body) == 0 || body[0] != '{' {
-		return 0
-	}
-	var e struct {
-		Errcode int `json:"errcode"`
-	}
-	if json.Unmarshal(body, &e) != nil {
-		return 0
-	}
-	return e.Errcode
-}
-
-// errmsgOf returns the errmsg of a WeChat JSON answer.
-func errmsgOf(body []byte) string {
-	var e struct {
-		Errmsg string `json:"errmsg"`
-	}
-	json.Unmarshal(body, &e)
-	return e.Errmsg
-}
-
-// isTokenErrcode reports the codes that mean "fresh token, replay once".
-func isTokenErrcode(code int) bool {
-	return code == 40001 || code == 40014 || code == 42001
-}
-
-type readCloser struct {
-	io.Reader
-	io.Closer
-}
-
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (c *cancelOnClose) Close() error {
-	err := c.ReadCloser.Close()
-	c.cancel()
-	return err
 }

@@ -20,12 +20,16 @@ import (
 	"github.com/makiuchi-d/gozxing/qrcode"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
+	"github.com/wxa-sidecar/wxa-sidecar/codes"
 	"github.com/wxa-sidecar/wxa-sidecar/metrics"
+	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
+	"github.com/wxa-sidecar/wxa-sidecar/upstream"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
-// harness is the sidecar's proxy in front of the fake WeChat, over real HTTP.
+// harness is the sidecar's proxy in front of the fake WeChat, over real
+// HTTP, with its parts wired as main wires them.
 type harness struct {
 	t       *testing.T
 	fake    *wechattest.Server
@@ -35,6 +39,7 @@ type harness struct {
 	metrics *metrics.Metrics
 	tokens  map[string]*token.Manager
 	cache   *cache.Memory
+	gate    *quota.Local
 }
 
 type harnessOptions struct {
@@ -43,6 +48,14 @@ type harnessOptions struct {
 	cache   bool
 	proxy   func(*Options)
 	fakeOpt wechattest.Options
+	// quota configures the gate (its Now and Hooks are the harness's).
+	quota quota.Options
+	// upstream overrides the upstream client's options.
+	upstream func(*upstream.Options)
+	// now is the clock of every part; default time.Now.
+	now func() time.Time
+	// cacheTTL is CACHE_TTL: images, 45029 refusals, max-age; default 24h.
+	cacheTTL time.Duration
 }
 
 func newHarness(t *testing.T, ho harnessOptions) *harness {
@@ -50,23 +63,47 @@ func newHarness(t *testing.T, ho harnessOptions) *harness {
 	if ho.apps == nil {
 		ho.apps = map[string]string{wechattest.DemoAppID: wechattest.DemoSecret}
 	}
+	if ho.now == nil {
+		ho.now = time.Now
+	}
 	fo := ho.fakeOpt
 	fo.Apps = ho.apps
 	fake := wechattest.NewServer(fo)
 	t.Cleanup(fake.Close)
 	h := &harness{t: t, fake: fake, logs: &syncBuffer{}, metrics: metrics.New(), tokens: map[string]*token.Manager{}}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	qo := ho.quota
+	qo.Now, qo.Logger, qo.Hooks = ho.now, log, h.metrics.QuotaHooks()
+	h.gate = quota.NewLocal(qo)
+	t.Cleanup(h.gate.Close)
+	uo := upstream.Options{Base: fake.URL, Timeout: 10 * time.Second, Gate: h.gate, Hooks: h.metrics.UpstreamHooks(),
+		Logger: log, Now: ho.now}
+	if ho.upstream != nil {
+		ho.upstream(&uo)
+	}
+	up, err := upstream.New(uo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Tokens always come from the fake, even when a test points API calls
+	// at an upstream of its own.
+	tokenUp, err := upstream.New(upstream.Options{Base: fake.URL, Hooks: h.metrics.UpstreamHooks()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var apps []App
 	for id, secret := range ho.apps {
-		m, err := token.New(token.Options{AppID: id, Secret: secret, BaseURL: fake.URL, Mode: ho.mode, Logger: log})
+		m, err := token.New(token.Options{AppID: id, Secret: secret, BaseURL: fake.URL, Mode: ho.mode, Logger: log,
+			Client: &http.Client{Transport: tokenUp.Transport(), Timeout: 10 * time.Second}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		h.tokens[id] = m
 		apps = append(apps, App{Secret: secret, Tokens: m})
 	}
-	opts := Options{Upstream: fake.URL, Apps: apps, Logger: log, Metrics: h.metrics,
-		UpstreamTimeout: 10 * time.Second, RetryBackoff: time.Millisecond}
+	opts := Options{Apps: apps, Upstream: up, Quota: h.gate, Logger: log, Metrics: h.metrics, Now: ho.now,
+		CacheTTL: ho.cacheTTL, Codes: codes.Options{RetryBackoff: time.Millisecond, RefusalTTL: ho.cacheTTL,
+			Now: ho.now, Logger: log, Hooks: h.metrics.CodesHooks()}}
 	if ho.cache {
 		c, err := cache.NewMemory(cache.Options{MaxBytes: 64 << 20, TTL: time.Hour})
 		if err != nil {
@@ -74,7 +111,7 @@ func newHarness(t *testing.T, ho harnessOptions) *harness {
 		}
 		t.Cleanup(c.Close)
 		h.cache = c
-		opts.Cache = c
+		opts.Codes.L1 = c
 	}
 	if ho.proxy != nil {
 		ho.proxy(&opts)
@@ -83,7 +120,6 @@ func newHarness(t *testing.T, ho harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.Close)
 	h.proxy = p
 	h.srv = httptest.NewServer(p)
 	t.Cleanup(h.srv.Close)

@@ -9,13 +9,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
 func TestRateLimitBoundsUpstreamCalls(t *testing.T) {
-	h := newHarness(t, harnessOptions{cache: true, proxy: func(o *Options) {
-		o.Limits = Limits{Default: RateLimit{Rate: 5, Burst: 5}, MaxWait: 0}
-	}})
+	h := newHarness(t, harnessOptions{cache: true, quota: quota.Options{Default: quota.Limit{Rate: 5, Burst: 5}, MaxWait: 0}})
 	h.currentToken(demoApp) // token fetches have their own backoff, not these slots
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -60,9 +59,7 @@ func TestRateLimitBoundsUpstreamCalls(t *testing.T) {
 }
 
 func TestRateLimitedQRCodeAnswers429(t *testing.T) {
-	h := newHarness(t, harnessOptions{cache: true, proxy: func(o *Options) {
-		o.Limits = Limits{Default: RateLimit{Rate: 0.01, Burst: 1}, MaxWait: 0}
-	}})
+	h := newHarness(t, harnessOptions{cache: true, quota: quota.Options{Default: quota.Limit{Rate: 0.01, Burst: 1}, MaxWait: 0}})
 	if resp := h.get("/qrcode?scene=one"); resp.status != http.StatusOK {
 		t.Fatalf("first: status %d", resp.status)
 	}
@@ -74,9 +71,7 @@ func TestRateLimitedQRCodeAnswers429(t *testing.T) {
 }
 
 func TestRateLimitWaitsWithinMaxWait(t *testing.T) {
-	h := newHarness(t, harnessOptions{proxy: func(o *Options) {
-		o.Limits = Limits{Default: RateLimit{Rate: 20, Burst: 1}, MaxWait: 2 * time.Second}
-	}})
+	h := newHarness(t, harnessOptions{quota: quota.Options{Default: quota.Limit{Rate: 20, Burst: 1}, MaxWait: 2 * time.Second}})
 	for i := range 3 {
 		if resp := h.postJSON("/wxa/msg_sec_check", fmt.Sprintf(`{"content":"%d"}`, i)); resp.errcode() != 0 {
 			t.Errorf("call %d queued within MAX_WAIT was refused: %s", i, resp.body)
@@ -116,51 +111,6 @@ func TestQuotaErrcodeStopsUpstreamForThatEndpoint(t *testing.T) {
 	}
 	if resp := h.get("/qrcode?scene=x&app=" + demoApp); resp.status != http.StatusOK {
 		t.Errorf("GET /qrcode during another endpoint's cool-down: %d", resp.status)
-	}
-}
-
-func TestQuotaCooldownWindows(t *testing.T) {
-	base := time.Date(2026, 11, 24, 10, 30, 15, 0, time.UTC) // 18:30:15 in China
-	midnightChina := time.Date(2026, 11, 24, 16, 0, 0, 0, time.UTC)
-	tests := []struct {
-		name      string
-		endpoint  string
-		errcodes  []int
-		cooldown  time.Duration
-		wantUntil time.Time
-	}{
-		{"45011 until the next minute", pathWxacode, []int{45011}, 0, base.Truncate(time.Minute).Add(time.Minute)},
-		{"45009 until midnight China time", pathWxacode, []int{45009}, 0, midnightChina},
-		{"45009 with QUOTA_COOLDOWN", pathWxacode, []int{45009}, time.Hour, base.Add(time.Hour)},
-		{"45009 on unlimited: a minute first", pathUnlimited, []int{45009}, 0, base.Truncate(time.Minute).Add(time.Minute)},
-		{"45009 on unlimited twice: the day", pathUnlimited, []int{45009, 45009}, 0, midnightChina},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			now := base
-			h := newHarness(t, harnessOptions{})
-			l := newLimits(Limits{QuotaCooldown: tt.cooldown}, func() time.Time { return now }, h.proxy.log, h.metrics)
-			defer l.stop()
-			for i, code := range tt.errcodes {
-				if i > 0 {
-					// "Right after": the first cool-down has just ended.
-					now = l.cooldowns[limitKey{demoApp, tt.endpoint}].until.Add(time.Second)
-				}
-				l.observe(demoApp, tt.endpoint, code)
-			}
-			cd := l.cooldowns[limitKey{demoApp, tt.endpoint}]
-			if !cd.until.Equal(tt.wantUntil) {
-				t.Errorf("cool-down until %v, want %v", cd.until, tt.wantUntil)
-			}
-			err := l.admit(t.Context(), demoApp, tt.endpoint)
-			if qe, ok := err.(*quotaError); !ok || qe.errcode != tt.errcodes[len(tt.errcodes)-1] {
-				t.Errorf("admit during the cool-down: %v, want the quota errcode", err)
-			}
-			now = tt.wantUntil
-			if err := l.admit(t.Context(), demoApp, tt.endpoint); err != nil {
-				t.Errorf("admit after the window: %v, want nil", err)
-			}
-		})
 	}
 }
 

@@ -13,19 +13,28 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
 	"path"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
+	"github.com/wxa-sidecar/wxa-sidecar/codes"
 	"github.com/wxa-sidecar/wxa-sidecar/metrics"
-	"github.com/wxa-sidecar/wxa-sidecar/token"
+	"github.com/wxa-sidecar/wxa-sidecar/quota"
+	"github.com/wxa-sidecar/wxa-sidecar/upstream"
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
+
+// Tokens is one app's managed access_token, as token.Manager provides it:
+// what upstream needs to inject and replace it, and Owns, which tells a
+// token this sidecar handed out from any other. Safe for concurrent use.
+type Tokens interface {
+	upstream.Tokens
+	Owns(tok string) bool
+}
 
 // App is one mini program the sidecar manages.
 type App struct {
@@ -33,20 +42,28 @@ type App struct {
 	// to the local token endpoints.
 	Secret string
 	// Tokens manages the app's access_token; its AppID names the app.
-	Tokens *token.Manager
+	Tokens Tokens
+}
+
+// Quota is what the proxy shows of the upstream gate: when a cool-down
+// ends, for GET /qrcode's Retry-After. quota.Local is one.
+type Quota interface {
+	CooldownLeft(k quota.Key) (time.Duration, bool)
 }
 
 // Options configures a Proxy. Zero values get the documented defaults.
 type Options struct {
-	// Upstream is WeChat's base URL, e.g. https://api.weixin.qq.com. Every
-	// request goes there and nowhere else.
-	Upstream string
 	// Apps are the managed apps; at least one.
 	Apps []App
-	// Transport sends upstream requests; default http.DefaultTransport.
-	Transport http.RoundTripper
-	// UpstreamTimeout bounds each upstream call; default 10s.
-	UpstreamTimeout time.Duration
+	// Upstream sends every call to WeChat; required.
+	Upstream *upstream.Client
+	// Codes configures the image path; its L1 defaults to a cache that
+	// keeps nothing (every code is fetched, and still coalesced). The proxy
+	// adds the hook that logs a failed fetch.
+	Codes codes.Options
+	// Quota tells GET /qrcode when a cool-down ends; default: never known,
+	// a minute is said.
+	Quota Quota
 	// MaxBodyBytes bounds buffered request bodies; default 1 MiB.
 	MaxBodyBytes int64
 	// MaxUploadBytes bounds streamed multipart bodies; default 16 MiB.
@@ -61,28 +78,18 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics receives every observation; default a private, unexported set.
 	Metrics *metrics.Metrics
-	// Cache holds the code images; default a cache that keeps nothing.
-	Cache cache.Cache
 	// CacheTTL is how long a client may keep an image from GET /qrcode
 	// (Cache-Control max-age); default 24h.
 	CacheTTL time.Duration
-	// Limits are the upstream rate limits and quota cool-downs; the zero
-	// value limits nothing.
-	Limits Limits
-	// RetryBackoff is the pause before the one retry of a failed code
-	// fetch; default 200ms (a random part of it is jitter).
-	RetryBackoff time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
 
 // Proxy is the http.Handler of the API port.
 type Proxy struct {
-	upstream     *url.URL
+	upstream     *upstream.Client
 	apps         map[string]*app
 	only         *app // the app when there is exactly one
-	transport    http.RoundTripper
-	timeout      time.Duration
 	maxBody      int64
 	maxUpload    int64
 	bodyTimeout  time.Duration
@@ -91,39 +98,33 @@ type Proxy struct {
 	metrics      *metrics.Metrics
 	now          func() time.Time
 	reverseProxy *httputil.ReverseProxy
-	cache        cache.Cache
-	flights      singleflight.Group
+	codes        *codes.Codes
+	quota        Quota
 	aliases      *aliasTable
 	routeMetrics map[string]routeMetrics
-	cacheHits    prometheus.Counter
 	cacheControl []string // one shared header value
-	limits       *limits
-	retryBackoff time.Duration
 }
 
 type app struct {
 	id         string
 	secretHash [sha256.Size]byte
-	tokens     *token.Manager
+	tokens     Tokens
+	up         *upstream.Client // the same for every app: a call reaches it through its app
 }
 
 var _ http.Handler = (*Proxy)(nil)
 
 // New checks opts and returns a Proxy.
 func New(opts Options) (*Proxy, error) {
-	u, err := url.Parse(opts.Upstream)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("proxy: upstream %q is not an absolute http(s) URL", opts.Upstream)
+	if opts.Upstream == nil {
+		return nil, errors.New("proxy: no upstream client")
 	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
 	if len(opts.Apps) == 0 {
 		return nil, errors.New("proxy: no apps")
 	}
 	p := &Proxy{
-		upstream:    u,
+		upstream:    opts.Upstream,
 		apps:        make(map[string]*app, len(opts.Apps)),
-		transport:   opts.Transport,
-		timeout:     opts.UpstreamTimeout,
 		maxBody:     opts.MaxBodyBytes,
 		maxUpload:   opts.MaxUploadBytes,
 		bodyTimeout: opts.BodyReadTimeout,
@@ -131,7 +132,7 @@ func New(opts Options) (*Proxy, error) {
 		log:         opts.Logger,
 		metrics:     opts.Metrics,
 		now:         opts.Now,
-		cache:       opts.Cache,
+		quota:       opts.Quota,
 	}
 	for _, a := range opts.Apps {
 		if a.Tokens == nil {
@@ -141,18 +142,12 @@ func New(opts Options) (*Proxy, error) {
 		if _, dup := p.apps[id]; dup {
 			return nil, fmt.Errorf("proxy: app %s configured twice", id)
 		}
-		p.apps[id] = &app{id: id, secretHash: sha256.Sum256([]byte(a.Secret)), tokens: a.Tokens}
+		p.apps[id] = &app{id: id, secretHash: sha256.Sum256([]byte(a.Secret)), tokens: a.Tokens, up: opts.Upstream}
 	}
 	if len(p.apps) == 1 {
 		for _, a := range p.apps {
 			p.only = a
 		}
-	}
-	if p.transport == nil {
-		p.transport = http.DefaultTransport
-	}
-	if p.timeout <= 0 {
-		p.timeout = 10 * time.Second
 	}
 	if p.maxBody <= 0 {
 		p.maxBody = 1 << 20
@@ -172,9 +167,18 @@ func New(opts Options) (*Proxy, error) {
 	if p.now == nil {
 		p.now = time.Now
 	}
-	if p.cache == nil {
-		p.cache = noCache{}
+	if p.quota == nil {
+		p.quota = noQuota{}
 	}
+	co := opts.Codes
+	if co.L1 == nil {
+		co.L1 = noCache{}
+	}
+	if co.Logger == nil {
+		co.Logger = p.log
+	}
+	co.Hooks.FetchFailed = p.codeFetchFailed
+	p.codes = codes.New(co)
 	// 64 bytes an alias: 64k of them is 4 MiB plus the map's overhead.
 	p.aliases = newAliasTable(8 << 20)
 	ttl := opts.CacheTTL
@@ -182,23 +186,11 @@ func New(opts Options) (*Proxy, error) {
 		ttl = 24 * time.Hour
 	}
 	p.cacheControl = []string{maxAge(int64(ttl / time.Second))}
-	p.retryBackoff = opts.RetryBackoff
-	if p.retryBackoff <= 0 {
-		p.retryBackoff = 200 * time.Millisecond
-	}
-	for path := range opts.Limits.Endpoints {
-		if !knownEndpoints[path] {
-			return nil, fmt.Errorf("proxy: rate limit for %s: not a known WeChat endpoint (known: see README)", path)
-		}
-	}
-	p.limits = newLimits(opts.Limits, p.now, p.log, p.metrics)
-	p.limits.rememberRefusalsFor(ttl)
 	p.routeMetrics = map[string]routeMetrics{}
 	for _, route := range []string{routeWxacode, routeQRCode, routeToken, routePassthrough} {
 		p.routeMetrics[route] = routeMetrics{ok: p.metrics.Requests.WithLabelValues(route, "200"),
 			duration: p.metrics.RequestDuration.WithLabelValues(route)}
 	}
-	p.cacheHits = p.metrics.CacheRequests.WithLabelValues("hit")
 	p.reverseProxy = &httputil.ReverseProxy{
 		Rewrite:      p.rewrite,
 		Transport:    upstreamTransport{p},
@@ -208,22 +200,17 @@ func New(opts Options) (*Proxy, error) {
 	return p, nil
 }
 
-// Close stops the cool-down timers.
-func (p *Proxy) Close() { p.limits.stop() }
-
-// Status is the proxy's part of the admin /status page.
-type Status struct {
-	Limits []LimitStatus `json:"limits"`
-}
-
-// Status reports the limiter buckets and quota cool-downs.
-func (p *Proxy) Status() Status { return Status{Limits: p.limits.status()} }
-
 // noCache keeps nothing: every code is fetched (and still coalesced).
 type noCache struct{}
 
-func (noCache) Get(cache.Key) (*cache.Entry, bool) { return nil, false }
-func (noCache) Set(cache.Key, *cache.Entry) bool   { return false }
+func (noCache) Get(cache.Key) (*cache.Entry, bool)  { return nil, false }
+func (noCache) Peek(cache.Key) (*cache.Entry, bool) { return nil, false }
+func (noCache) Set(cache.Key, *cache.Entry) bool    { return false }
+
+// noQuota knows of no cool-down.
+type noQuota struct{}
+
+func (noQuota) CooldownLeft(quota.Key) (time.Duration, bool) { return 0, false }
 
 // Routes, the bounded values of the metrics' route label.
 const (
@@ -277,12 +264,12 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) string {
 		return routePassthrough
 	}
 	switch {
-	case apiPath == pathToken || apiPath == pathStableToken:
+	case apiPath == wechat.PathToken || apiPath == wechat.PathStableToken:
 		p.serveToken(w, r, a, apiPath)
 		return routeToken
 	case strings.HasPrefix(apiPath, "/sns/"):
 		// appid/secret authenticate these; no token, no app, nothing touched.
-		p.forward(w, r, &call{path: apiPath, endpoint: endpointOf(apiPath)})
+		p.forward(w, r, &call{path: apiPath, endpoint: wechat.Endpoint(apiPath)})
 		return routePassthrough
 	}
 	if a == nil {
@@ -291,8 +278,8 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) string {
 			return routePassthrough
 		}
 	}
-	c := &call{app: a, path: apiPath, endpoint: endpointOf(apiPath)}
-	if isCodeEndpoint(apiPath) && r.Method == http.MethodPost {
+	c := &call{app: a, path: apiPath, endpoint: wechat.Endpoint(apiPath)}
+	if wechat.IsCodeEndpoint(apiPath) && r.Method == http.MethodPost {
 		p.serveCode(w, r, c)
 		return routeWxacode
 	}
@@ -313,8 +300,8 @@ func (p *Proxy) appFromPrefix(urlPath string) (*app, string, error) {
 	id, apiPath, _ := strings.Cut(rest, "/")
 	a := p.apps[id]
 	if a == nil {
-		return nil, "", &wechatError{Status: http.StatusOK, Errcode: errcodeInvalidAppID,
-			Errmsg: "invalid appid: wxa-sidecar does not manage app " + quoteShort(id)}
+		return nil, "", &wechat.Error{Status: http.StatusOK, Code: wechat.InvalidAppID,
+			Msg: "invalid appid: wxa-sidecar does not manage app " + quoteShort(id)}
 	}
 	return a, "/" + apiPath, nil
 }
@@ -345,15 +332,15 @@ func (p *Proxy) appFromToken(r *http.Request) (*app, error) {
 	}
 	// The caller's tokens, however spelled, as the rewrite will strip
 	// them: only a token the sidecar issued picks an app.
-	for callerToken := range callerTokens(r.URL.RawQuery) {
+	for callerToken := range upstream.CallerTokens(r.URL.RawQuery) {
 		for _, a := range p.apps {
 			if a.tokens.Owns(callerToken) {
 				return a, nil
 			}
 		}
 	}
-	return nil, &wechatError{Status: http.StatusOK, Errcode: errcodeInvalidAppID,
-		Errmsg: "invalid appid: wxa-sidecar manages several apps; call /apps/{appid}/... or pass a token it issued"}
+	return nil, &wechat.Error{Status: http.StatusOK, Code: wechat.InvalidAppID,
+		Msg: "invalid appid: wxa-sidecar manages several apps; call /apps/{appid}/... or pass a token it issued"}
 }
 
 func (p *Proxy) pathAllowed(apiPath string) bool {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/token"
+	"github.com/wxa-sidecar/wxa-sidecar/upstream"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
@@ -362,7 +363,7 @@ func TestMultiAppSelection(t *testing.T) {
 }
 
 func TestUpstreamFailuresAnswer502AndLogNoSecrets(t *testing.T) {
-	h := newHarness(t, harnessOptions{proxy: func(o *Options) { o.UpstreamTimeout = 200 * time.Millisecond }})
+	h := newHarness(t, harnessOptions{upstream: func(o *upstream.Options) { o.Timeout = 200 * time.Millisecond }})
 	tok := h.currentToken(demoApp)
 	h.fake.SetLatency(time.Second)
 	resp := h.get("/cgi-bin/getcallbackip?access_token=" + tok)

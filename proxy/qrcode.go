@@ -1,13 +1,14 @@
 package proxy
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
+	"github.com/wxa-sidecar/wxa-sidecar/codes"
+	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 	"github.com/wxa-sidecar/wxa-sidecar/wxacode"
 )
@@ -24,70 +25,64 @@ func (p *Proxy) serveQRCode(w http.ResponseWriter, r *http.Request, a *app) {
 			a = p.only
 		}
 		if a == nil {
-			writeErrcode(w, http.StatusBadRequest, errcodeInvalidAppID,
+			writeErrcode(w, http.StatusBadRequest, wechat.InvalidAppID,
 				"invalid appid: name a managed app with ?app= or /apps/{appid}/qrcode")
 			return
 		}
 	}
-	c := &call{app: a, path: pathUnlimited, endpoint: pathUnlimited}
+	c := &call{app: a, path: wechat.PathUnlimited, endpoint: wechat.PathUnlimited, contentType: "application/json"}
 	body, canonical, err := wxacode.FromQuery(q)
 	if err != nil {
 		p.qrcodeError(w, c, err)
 		return
 	}
-	res, err := p.code(r.Context(), c, cache.Key(wxacode.KeyOf(a.id, pathUnlimited, canonical)), body, "application/json")
+	c.body = body
+	key := cache.Key(wxacode.KeyOf(a.id, wechat.PathUnlimited, canonical))
+	res, err := p.codes.Get(r.Context(), key, codes.Request{App: a.id, Endpoint: c.endpoint}, c)
 	if err != nil {
 		p.qrcodeError(w, c, err)
 		return
 	}
 	h := w.Header()
 	h["Cache-Control"] = p.cacheControl
-	if etagMatches(r.Header.Get("If-None-Match"), res.entry.ETag) {
-		h.Set("Etag", res.entry.ETag)
-		h.Set("Cache-Status", res.cacheStatus)
+	if etagMatches(r.Header.Get("If-None-Match"), res.Entry.ETag) {
+		h.Set("Etag", res.Entry.ETag)
+		h["Cache-Status"] = cacheStatusHeader[cacheStatusOf[res.Status]]
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
 	writeImage(w, res, r.Method == http.MethodHead)
 }
 
-// qrcodeError maps an error of c to GET /qrcode's plain statuses, with
-// WeChat's errcode JSON as the body.
+// qrcodeError is GET /qrcode's renderer: plain HTTP statuses a front end
+// can act on, WeChat's errcode JSON as the body, and Retry-After whenever
+// waiting helps.
 func (p *Proxy) qrcodeError(w http.ResponseWriter, c *call, err error) {
-	var qe *quotaError
-	if errors.As(err, &qe) {
-		w.Header().Set("Retry-After", qe.retryAfterSeconds())
-		writeErrcode(w, http.StatusTooManyRequests, qe.errcode, qe.msg)
-		return
-	}
-	errcode, errmsg := 0, ""
-	var ans *wechatAnswer
-	switch {
-	case errors.As(err, &ans):
-		errcode, errmsg = ans.errcode, errmsgOf(ans.body)
-	default:
-		we := asWeChatError(err)
-		errcode, errmsg = we.Errcode, we.Errmsg
-	}
+	we := asWeChatError(err)
 	status := http.StatusBadGateway
-	switch wechat.Errcode(errcode) {
+	retryAfter := we.RetryAfter
+	switch we.Code {
 	case wechat.InvalidScene, wechat.InvalidSceneLength, wechat.InvalidPage, wechat.InvalidArgs, wechat.DataFormat,
 		wechat.ScancodeTime, wechat.InvalidAppID:
 		status = http.StatusBadRequest
 	case wechat.MinuteQuota, wechat.DailyQuota:
 		status = http.StatusTooManyRequests
-		// WeChat's own answer has just started a cool-down (limits.observe):
-		// its end, which may be midnight, is when to come back.
-		retry := time.Minute
-		if left, ok := p.limits.cooldownLeft(c.app.id, c.endpoint); ok {
-			retry = left
+		if retryAfter == 0 {
+			// WeChat's own answer has just started a cool-down: its end,
+			// which may be midnight, is when to come back.
+			retryAfter = time.Minute
+			if left, ok := p.quota.CooldownLeft(quota.Key{App: c.app.id, Endpoint: c.endpoint}); ok {
+				retryAfter = left
+			}
 		}
-		w.Header().Set("Retry-After", retryAfterSeconds(retry))
 	case wechat.LifetimeQuota:
 		// Refused for these parameters for good: no time helps.
-		status = http.StatusTooManyRequests
+		status, retryAfter = http.StatusTooManyRequests, 0
 	}
-	writeErrcode(w, status, errcode, errmsg)
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", retryAfterSeconds(retryAfter))
+	}
+	writeErrcode(w, status, we.Code, we.Msg)
 }
 
 // etagMatches implements If-None-Match's weak comparison (RFC 9110 13.1.2).
@@ -110,7 +105,7 @@ func (p *Proxy) QRCodeHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a, apiPath, err := p.appFromPrefix(r.URL.Path)
 		if err != nil || apiPath != "/qrcode" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
-			writeErrcode(w, http.StatusNotFound, errcodeInvalidURL, "invalid url: this port serves only GET /qrcode")
+			writeErrcode(w, http.StatusNotFound, wechat.InvalidURL, "invalid url: this port serves only GET /qrcode")
 			return
 		}
 		start := p.now()

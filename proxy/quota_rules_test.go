@@ -11,7 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/wxa-sidecar/wxa-sidecar/cache"
+	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
@@ -100,7 +100,7 @@ func TestLifetimeCapRefusesOnlyThatRequest(t *testing.T) {
 			if got := testutil.ToFloat64(h.metrics.QuotaCooldown.WithLabelValues(demoApp, pathWxacode)); got != 0 {
 				t.Errorf("quota_cooldown_active = %v, want 0: the endpoint stays open", got)
 			}
-			for _, s := range h.proxy.Status().Limits {
+			for _, s := range h.gate.Status() {
 				if s.Cooldown {
 					t.Errorf("/status shows a cool-down: %+v", s)
 				}
@@ -119,7 +119,7 @@ func TestLifetimeCapRefusesOnlyThatRequest(t *testing.T) {
 func TestLifetimeRefusalExpires(t *testing.T) {
 	clock := &testClock{t: quotaBase}
 	h := newHarness(t, harnessOptions{fakeOpt: wechattest.Options{LifetimeCap: 1},
-		proxy: func(o *Options) { o.Now = clock.now; o.CacheTTL = time.Hour }})
+		now: clock.now, cacheTTL: time.Hour})
 	h.postJSON(pathQRCode, `{"path":"pages/a"}`)
 	h.postJSON(pathQRCode, `{"path":"pages/b"}`)
 	calls := h.fake.Calls(pathQRCode)
@@ -141,36 +141,11 @@ func TestLifetimeRefusalExpires(t *testing.T) {
 	}
 }
 
-func TestRefusalsAreBoundedLeastRecentlyUsedFirst(t *testing.T) {
-	r := newRefusals(3, time.Hour)
-	key := func(i int) cache.Key { return cache.Key{byte(i)} }
-	now := quotaBase
-	for i := range 3 {
-		r.add(key(i), now)
-	}
-	r.has(key(0), now) // used: key 1 is now the least recently used
-	r.add(key(3), now)
-	for i, want := range []bool{true, false, true, true} {
-		if got := r.has(key(i), now); got != want {
-			t.Errorf("key %d remembered %v, want %v", i, got, want)
-		}
-	}
-	if got := r.len(); got != 3 {
-		t.Errorf("%d keys held, want 3", got)
-	}
-	if r.has(key(0), now.Add(time.Hour)) {
-		t.Error("a refusal outlived its ttl")
-	}
-	if got := r.len(); got != 2 {
-		t.Errorf("an expired key asked about is still held: %d keys", got)
-	}
-}
-
 // getwxacode's daily cap of 10,000 answers 45009: the endpoint cools down
 // until midnight China time and says so in Retry-After.
 func TestDailyCapOnGetwxacodeStartsCooldown(t *testing.T) {
 	clock := &testClock{t: quotaBase}
-	h := newHarness(t, harnessOptions{cache: true, proxy: func(o *Options) { o.Now = clock.now }})
+	h := newHarness(t, harnessOptions{cache: true, now: clock.now})
 	h.fake.FailNextErrcode(pathWxacode, 1, errcodeDailyQuota)
 	if resp := h.postJSON(pathWxacode, `{"path":"pages/a"}`); resp.errcode() != errcodeDailyQuota {
 		t.Fatalf("body %s, want WeChat's 45009", resp.body)
@@ -233,10 +208,8 @@ func TestErrcodeAnswerIsAlwaysLabelledJSON(t *testing.T) {
 // A client told when to come back can pace itself.
 func TestLocalQuotaAnswersCarryRetryAfter(t *testing.T) {
 	clock := &testClock{t: quotaBase}
-	h := newHarness(t, harnessOptions{cache: true, proxy: func(o *Options) {
-		o.Now = clock.now
-		o.Limits = Limits{Default: RateLimit{Rate: 0.01, Burst: 1}} // one slot per 100 s
-	}})
+	h := newHarness(t, harnessOptions{cache: true, now: clock.now,
+		quota: quota.Options{Default: quota.Limit{Rate: 0.01, Burst: 1}}}) // one slot per 100 s
 	h.currentToken(demoApp)
 	for _, path := range []string{"/wxa/msg_sec_check", pathUnlimited} {
 		body := `{"content":"x","scene":"x"}`
@@ -260,7 +233,7 @@ func TestLocalQuotaAnswersCarryRetryAfter(t *testing.T) {
 // starts, not a fixed minute.
 func TestQRCodeRetryAfterIsTheCooldownsEnd(t *testing.T) {
 	clock := &testClock{t: quotaBase}
-	h := newHarness(t, harnessOptions{cache: true, proxy: func(o *Options) { o.Now = clock.now }})
+	h := newHarness(t, harnessOptions{cache: true, now: clock.now})
 	h.fake.FailNextErrcode(pathUnlimited, 1, errcodeDailyQuota)
 	resp := h.get("/qrcode?scene=first")
 	// On getwxacodeunlimit the first 45009 may be the per-minute limit.

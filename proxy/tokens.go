@@ -7,11 +7,8 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-)
 
-const (
-	pathToken       = "/cgi-bin/token"
-	pathStableToken = "/cgi-bin/stable_token"
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
 // serveToken answers the token endpoints locally with the managed token, so
@@ -20,9 +17,9 @@ const (
 // app an /apps/{appid}/ prefix named, if any.
 func (p *Proxy) serveToken(w http.ResponseWriter, r *http.Request, prefixed *app, apiPath string) {
 	var grantType, appID, secret string
-	if apiPath == pathStableToken {
+	if apiPath == wechat.PathStableToken {
 		if r.Method != http.MethodPost {
-			writeErrcode(w, http.StatusOK, errcodeNeedPOST, "require POST method")
+			writeErrcode(w, http.StatusOK, wechat.NeedPOST, "require POST method")
 			return
 		}
 		body, err := p.readBody(w, r)
@@ -39,7 +36,7 @@ func (p *Proxy) serveToken(w http.ResponseWriter, r *http.Request, prefixed *app
 			ForceRefresh any    `json:"force_refresh"`
 		}
 		if err := json.Unmarshal(body, &req); err != nil {
-			writeErrcode(w, http.StatusOK, errcodeDataFormat, "data format error: body is not a JSON object")
+			writeErrcode(w, http.StatusOK, wechat.DataFormat, "data format error: body is not a JSON object")
 			return
 		}
 		grantType, appID, secret = req.GrantType, req.AppID, req.Secret
@@ -48,23 +45,23 @@ func (p *Proxy) serveToken(w http.ResponseWriter, r *http.Request, prefixed *app
 		grantType, appID, secret = q.Get("grant_type"), q.Get("appid"), q.Get("secret")
 	}
 	if grantType != "client_credential" {
-		writeErrcode(w, http.StatusOK, errcodeBadGrantType, "invalid grant_type")
+		writeErrcode(w, http.StatusOK, wechat.BadGrantType, "invalid grant_type")
 		return
 	}
 	a := p.apps[appID]
 	if a == nil || (prefixed != nil && prefixed != a) {
-		writeErrcode(w, http.StatusOK, errcodeInvalidAppID, "invalid appid")
+		writeErrcode(w, http.StatusOK, wechat.InvalidAppID, "invalid appid")
 		return
 	}
 	if secret == "" {
-		writeErrcode(w, http.StatusOK, 41004, "appsecret missing")
+		writeErrcode(w, http.StatusOK, wechat.MissingSecret, "appsecret missing")
 		return
 	}
 	// Comparing fixed-size hashes keeps the time independent of where, and
 	// whether by length, the secrets differ.
 	given := sha256.Sum256([]byte(secret))
 	if subtle.ConstantTimeCompare(given[:], a.secretHash[:]) != 1 {
-		writeErrcode(w, http.StatusOK, errcodeInvalidSecret, "invalid appsecret")
+		writeErrcode(w, http.StatusOK, wechat.InvalidSecret, "invalid appsecret")
 		return
 	}
 	tok, err := a.tokens.Token(r.Context())

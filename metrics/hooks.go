@@ -1,0 +1,82 @@
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wxa-sidecar/wxa-sidecar/codes"
+	"github.com/wxa-sidecar/wxa-sidecar/quota"
+	"github.com/wxa-sidecar/wxa-sidecar/upstream"
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
+)
+
+// The parts report what they do through hooks and never import
+// prometheus; these turn each part's hooks into this package's metrics,
+// so every name stays here and main and the tests wire them alike.
+
+// UpstreamHooks counts every request to WeChat: outcome, errcode, time to
+// headers and token replays.
+func (m *Metrics) UpstreamHooks() upstream.Hooks {
+	return upstream.Hooks{
+		Outcome: func(endpoint string, o upstream.Outcome) {
+			m.UpstreamRequests.WithLabelValues(endpoint, string(o)).Inc()
+		},
+		Errcode: func(endpoint string, code wechat.Errcode) {
+			m.UpstreamErrcodes.WithLabelValues(endpoint, ErrcodeLabel(int(code))).Inc()
+		},
+		Duration: func(endpoint string, d time.Duration) {
+			m.UpstreamDuration.WithLabelValues(endpoint).Observe(d.Seconds())
+		},
+		Replayed: func(app string) { m.TokenReplays.WithLabelValues(app).Inc() },
+	}
+}
+
+// QuotaHooks counts the gate's refusals and waits and shows its cool-downs.
+func (m *Metrics) QuotaHooks() quota.Hooks {
+	return quota.Hooks{
+		Rejected: func(k quota.Key) { m.RateLimitRejections.WithLabelValues(k.Endpoint).Inc() },
+		Waited: func(k quota.Key, d time.Duration) {
+			m.RateLimitWait.WithLabelValues(k.Endpoint).Observe(d.Seconds())
+		},
+		Cooldown: func(k quota.Key, active bool) {
+			v := 0.0
+			if active {
+				v = 1
+			}
+			m.QuotaCooldown.WithLabelValues(k.App, k.Endpoint).Set(v)
+		},
+	}
+}
+
+// CodesHooks counts image lookups (one per request), stores, retries and
+// the outcome of image fetches, which only the image path can judge.
+// Lookup's children are resolved once: it runs on every cache hit.
+func (m *Metrics) CodesHooks() codes.Hooks {
+	lookups := map[string]prometheus.Counter{}
+	for _, result := range CacheResults {
+		lookups[result] = m.CacheRequests.WithLabelValues(result)
+	}
+	hit := lookups["hit"]
+	return codes.Hooks{
+		Lookup: func(result string) {
+			if result == "hit" {
+				hit.Inc()
+				return
+			}
+			c, ok := lookups[result]
+			if !ok {
+				c = m.CacheRequests.WithLabelValues(result)
+			}
+			c.Inc()
+		},
+		Stored:  m.CacheStored.Inc,
+		Retried: func(r codes.Request) { m.UpstreamRetries.WithLabelValues(r.Endpoint).Inc() },
+		GoodImage: func(r codes.Request) {
+			m.UpstreamRequests.WithLabelValues(r.Endpoint, string(upstream.OK)).Inc()
+		},
+		BrokenImage: func(r codes.Request) {
+			m.UpstreamRequests.WithLabelValues(r.Endpoint, string(upstream.BrokenImage)).Inc()
+		},
+	}
+}
