@@ -135,7 +135,7 @@ func TestPrometheusScrapesTheSidecar(t *testing.T) {
 	web := freePort(t)
 	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+web)
-	var logs syncBuffer
+	var logs wechattest.LogBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

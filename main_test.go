@@ -38,7 +38,7 @@ var buildSidecar = sync.OnceValues(func() (string, error) {
 type sidecarProcess struct {
 	cmd    *exec.Cmd
 	stdout *bufio.Reader
-	stderr *syncBuffer
+	stderr *wechattest.LogBuffer
 	api    string
 	admin  string
 }
@@ -66,7 +66,7 @@ func startSidecarVia(t *testing.T, launcher []string, env []string, args ...stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &sidecarProcess{api: freePort(t), admin: freePort(t), stderr: &syncBuffer{}}
+	p := &sidecarProcess{api: freePort(t), admin: freePort(t), stderr: &wechattest.LogBuffer{}}
 	argv := append(append(append([]string{}, launcher...), bin), args...)
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LISTEN_ADDR=" + p.api, "ADMIN_ADDR=" + p.admin}, env...)
@@ -207,21 +207,4 @@ func TestSIGTERMDrainsInFlightRequests(t *testing.T) {
 	if !strings.Contains(p.stderr.String(), `"msg":"stopped"`) {
 		t.Errorf("no clean stop logged:\n%s", p.stderr.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

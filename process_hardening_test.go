@@ -154,7 +154,7 @@ func TestNewLoggerRoutesPackageLogThroughJSON(t *testing.T) {
 		log.SetFlags(prevFlags)
 		slog.SetLogLoggerLevel(slog.LevelInfo)
 	})
-	var out syncBuffer
+	var out wechattest.LogBuffer
 	newLogger(&out, slog.LevelInfo)
 	log.Printf("http: superfluous response.WriteHeader call from %s", "somewhere")
 	var line struct {

@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
 const namespace = "wxa_sidecar"
@@ -186,18 +188,10 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
 }
 
-// knownErrcodes are the errcodes that get a label of their own.
-var knownErrcodes = map[int]bool{
-	-1: true, 40001: true, 40002: true, 40013: true, 40014: true, 40097: true, 40125: true, 40129: true,
-	40159: true, 40164: true, 40169: true, 41001: true, 41030: true, 42001: true, 43002: true,
-	44990: true, 44993: true, 45009: true, 45011: true, 45029: true, 45063: true, 47001: true, 48001: true,
-	61004: true, 85096: true, 89503: true, 89506: true, 89507: true,
-}
-
-// ErrcodeLabel is code as a label value: known codes as themselves, the
-// rest as "other", so the errcode label stays bounded.
+// ErrcodeLabel is code as a label value: the errcodes package wechat names
+// as themselves, the rest as "other", so the errcode label stays bounded.
 func ErrcodeLabel(code int) string {
-	if knownErrcodes[code] {
+	if wechat.Errcode(code).Named() {
 		return strconv.Itoa(code)
 	}
 	return "other"

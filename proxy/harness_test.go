@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,7 +34,7 @@ type harness struct {
 	fake    *wechattest.Server
 	proxy   *Proxy
 	srv     *httptest.Server
-	logs    *syncBuffer
+	logs    *wechattest.LogBuffer
 	metrics *metrics.Metrics
 	tokens  map[string]*token.Manager
 	cache   *cache.Memory
@@ -70,7 +69,7 @@ func newHarness(t *testing.T, ho harnessOptions) *harness {
 	fo.Apps = ho.apps
 	fake := wechattest.NewServer(fo)
 	t.Cleanup(fake.Close)
-	h := &harness{t: t, fake: fake, logs: &syncBuffer{}, metrics: metrics.New(), tokens: map[string]*token.Manager{}}
+	h := &harness{t: t, fake: fake, logs: &wechattest.LogBuffer{}, metrics: metrics.New(), tokens: map[string]*token.Manager{}}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	qo := ho.quota
 	qo.Now, qo.Logger, qo.Hooks = ho.now, log, h.metrics.QuotaHooks()
@@ -220,24 +219,6 @@ func jsonField(t *testing.T, body []byte, field string) any {
 		t.Fatalf("body %q is not JSON: %v", truncate(body, 200), err)
 	}
 	return m[field]
-}
-
-// syncBuffer collects logs written from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func containsAny(s string, subs ...string) string {

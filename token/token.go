@@ -24,6 +24,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
 // Mode is how tokens are fetched.
@@ -498,17 +500,17 @@ func hint(err error) string {
 	if !errors.As(err, &ae) {
 		return "check that WECHAT_API_URL is reachable (and HTTPS_PROXY)"
 	}
-	switch ae.Code {
-	case 40013:
+	switch wechat.Errcode(ae.Code) {
+	case wechat.InvalidAppID:
 		return "WECHAT_APP_ID is not a valid appid"
-	case 40125, 41004:
+	case wechat.InvalidSecret, wechat.MissingSecret:
 		return "the app secret is wrong or missing"
-	case 40164, 61004:
+	case wechat.IPNotWhitelisted, wechat.IPNotRegistered:
 		// WeChat answers either for the same refusal.
 		return "this egress IP is not on the app's IP whitelist"
-	case 40243:
+	case wechat.SecretFrozen:
 		return "the app secret is frozen"
-	case 45009, 45011:
+	case wechat.DailyQuota, wechat.MinuteQuota:
 		return "WeChat's token quota is used up; it resets later"
 	}
 	return "see WeChat's errcode documentation"

@@ -72,7 +72,7 @@ type fixture struct {
 	fake   *wechattest.Server
 	clock  *clock
 	timers *timers
-	logs   *bytes.Buffer
+	logs   *wechattest.LogBuffer
 	m      *Manager
 }
 
@@ -85,14 +85,13 @@ func newFixture(t *testing.T, mode Mode, mutate func(*Options)) *fixture {
 // fakeOpts (its clock is always the fixture's).
 func newFixtureWithFake(t *testing.T, mode Mode, fakeOpts wechattest.Options, mutate func(*Options)) *fixture {
 	t.Helper()
-	f := &fixture{clock: newClock(), timers: newTimers(), logs: &bytes.Buffer{}}
+	f := &fixture{clock: newClock(), timers: newTimers(), logs: &wechattest.LogBuffer{}}
 	fakeOpts.Now = f.clock.Now
 	f.fake = wechattest.NewServer(fakeOpts)
 	t.Cleanup(f.fake.Close)
-	var logMu sync.Mutex
 	opts := Options{AppID: wechattest.DemoAppID, Secret: wechattest.DemoSecret, BaseURL: f.fake.URL, Mode: mode,
 		Now: f.clock.Now, After: f.timers.After, Jitter: func(d time.Duration) time.Duration { return d },
-		Logger: slog.New(slog.NewJSONHandler(lockedWriter{&logMu, f.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+		Logger: slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if mutate != nil {
 		mutate(&opts)
 	}
@@ -102,17 +101,6 @@ func newFixtureWithFake(t *testing.T, mode Mode, fakeOpts wechattest.Options, mu
 	}
 	f.m = m
 	return f
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // run starts Run and returns a function that stops it and waits.

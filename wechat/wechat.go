@@ -31,12 +31,15 @@ const (
 	InvalidScene       Errcode = 40129 // scene characters
 	InvalidPath        Errcode = 40159 // path empty or too long
 	IPNotWhitelisted   Errcode = 40164
+	SecretFrozen       Errcode = 40243
 	InvalidSceneLength Errcode = 40169
 	MissingToken       Errcode = 41001
 	MissingSecret      Errcode = 41004
 	InvalidPage        Errcode = 41030
 	TokenExpired       Errcode = 42001
 	NeedPOST           Errcode = 43002
+	TooFrequent        Errcode = 44990 // links: the per-second limit
+	LinksDailyQuota    Errcode = 44993 // generatescheme + generate_urllink: the day's cap
 	DailyQuota         Errcode = 45009
 	MinuteQuota        Errcode = 45011
 	LifetimeQuota      Errcode = 45029 // per parameter set, never per endpoint
@@ -45,7 +48,25 @@ const (
 	Unauthorized       Errcode = 48001
 	IPNotRegistered    Errcode = 61004 // the IP-whitelist refusal, newer spelling
 	ScancodeTime       Errcode = 85096 // scancode_time is reserved
+	AdminConfirm       Errcode = 89503 // stable_token: an admin must confirm this IP
+	AdminRefused24h    Errcode = 89506 // stable_token: an admin refused this IP for 24 h
+	AdminRefused1h     Errcode = 89507 // stable_token: an admin refused this IP for 1 h
 )
+
+// named are the errcodes above: the ones a metric label may carry as
+// themselves (every other is "other", so the label stays bounded).
+var named = map[Errcode]bool{
+	SystemBusy: true, InvalidCredential: true, BadGrantType: true, InvalidAppID: true, InvalidToken: true,
+	InvalidURL: true, InvalidArgs: true, InvalidSecret: true, InvalidScene: true, InvalidPath: true,
+	IPNotWhitelisted: true, SecretFrozen: true, InvalidSceneLength: true, MissingToken: true, MissingSecret: true,
+	InvalidPage: true, TokenExpired: true, NeedPOST: true, TooFrequent: true, LinksDailyQuota: true,
+	DailyQuota: true, MinuteQuota: true, LifetimeQuota: true, NoPermission: true, DataFormat: true,
+	Unauthorized: true, IPNotRegistered: true, ScancodeTime: true, AdminConfirm: true, AdminRefused24h: true,
+	AdminRefused1h: true,
+}
+
+// Named reports whether c is one of the errcodes named here.
+func (c Errcode) Named() bool { return named[c] }
 
 // IsTokenError reports the errcodes that mean "fetch a fresh token and
 // replay once": 40001, 40014, 42001. Not 41001 (no token was sent) nor
