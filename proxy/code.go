@@ -59,7 +59,7 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 		p.proxyBuffered(w, r, c, body)
 		return
 	}
-	c.contentType = r.Header.Get("Content-Type")
+	c.header = r.Header
 	key, ok := p.aliases.get(c.app.id, c.path, body)
 	if !ok {
 		canonical, err := wxacode.Canonical(c.path, body)
@@ -145,7 +145,7 @@ func (c *call) Fetch(ctx context.Context) (*codes.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	contentType := c.contentType
+	contentType := c.header.Get("Content-Type")
 	if contentType == "" {
 		contentType = "application/json"
 	}

@@ -23,8 +23,10 @@ type call struct {
 	// body is the buffered request body, replayed on a token error; nil
 	// when the body streams through (multipart uploads).
 	body []byte
-	// contentType is a code request's, sent with its fetch.
-	contentType string
+	// header is a code request's own, read only if it is fetched (its
+	// Content-Type goes with the fetch): a hit never looks at it. Nothing
+	// writes a request's header once its handler runs.
+	header http.Header
 }
 
 // callKey carries a relayed call's *call; uploadKey its *upload, when

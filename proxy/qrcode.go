@@ -30,7 +30,7 @@ func (p *Proxy) serveQRCode(w http.ResponseWriter, r *http.Request, a *app) {
 			return
 		}
 	}
-	c := &call{app: a, path: wechat.PathUnlimited, endpoint: wechat.PathUnlimited, contentType: "application/json"}
+	c := &call{app: a, path: wechat.PathUnlimited, endpoint: wechat.PathUnlimited}
 	body, canonical, err := wxacode.FromQuery(q)
 	if err != nil {
 		p.qrcodeError(w, c, err)
