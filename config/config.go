@@ -68,6 +68,20 @@ type Config struct {
 	// QuotaCooldown 0 means until the next midnight China time.
 	QuotaCooldown time.Duration `env:"QUOTA_COOLDOWN" envDefault:"0s"`
 
+	// RedisURL, when set, makes the fleet share one Redis: images, leases,
+	// limits, cool-downs and tokens. Empty: every replica on its own.
+	RedisURL          string        `env:"REDIS_URL"`
+	RedisPasswordFile string        `env:"REDIS_PASSWORD_FILE"`
+	RedisCAFile       string        `env:"REDIS_CA_FILE"`
+	RedisKeyPrefix    string        `env:"REDIS_KEY_PREFIX" envDefault:"wxa:"`
+	RedisTimeout      time.Duration `env:"REDIS_TIMEOUT" envDefault:"100ms"`
+	// FleetSize is how many replicas share the limits: while Redis is
+	// unreachable each keeps 1/FleetSize of them locally.
+	FleetSize int `env:"FLEET_SIZE" envDefault:"1"`
+	// RedisPassword is read from RedisPasswordFile; it wins over a
+	// password in RedisURL. Never logged.
+	RedisPassword string `env:"-"`
+
 	// Apps are the managed apps, from WECHAT_APP_ID and its secret or
 	// from WECHAT_APPS_FILE.
 	Apps []App `env:"-"`
@@ -137,6 +151,7 @@ func envName(field string) string {
 		"ShutdownDelay": "SHUTDOWN_DELAY", "ShutdownTimeout": "SHUTDOWN_TIMEOUT",
 		"CacheMaxBytes": "CACHE_MAX_BYTES", "CacheTTL": "CACHE_TTL", "UpstreamRPS": "UPSTREAM_RPS",
 		"UpstreamBurst": "UPSTREAM_BURST", "UpstreamMaxWait": "UPSTREAM_MAX_WAIT", "QuotaCooldown": "QUOTA_COOLDOWN",
+		"RedisTimeout": "REDIS_TIMEOUT", "FleetSize": "FLEET_SIZE",
 	}
 	if n, ok := names[field]; ok {
 		return n
@@ -227,6 +242,43 @@ func (c *Config) validate() []error {
 	limits, errs := parseLimits(c.UpstreamLimits)
 	c.Limits = limits
 	p = append(p, errs...)
+	p = append(p, c.validateRedis()...)
+	return p
+}
+
+// validateRedis checks the shared tier's variables; the URL's own form is
+// go-redis's to judge (redis://, rediss://, or a Cluster's addr= list).
+func (c *Config) validateRedis() []error {
+	var p []error
+	if c.FleetSize < 1 {
+		p = append(p, fmt.Errorf("FLEET_SIZE: %d must be at least 1", c.FleetSize))
+	}
+	if c.RedisTimeout <= 0 {
+		p = append(p, fmt.Errorf("REDIS_TIMEOUT: %s must be above 0", c.RedisTimeout))
+	}
+	if c.RedisURL == "" {
+		if c.RedisPasswordFile != "" || c.RedisCAFile != "" {
+			p = append(p, errors.New("REDIS_PASSWORD_FILE, REDIS_CA_FILE: set REDIS_URL too, or neither"))
+		}
+		return p
+	}
+	if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+		// Never echo the URL: it may hold the password.
+		p = append(p, errors.New("REDIS_URL: not a redis:// or rediss:// URL"))
+	}
+	if c.RedisPasswordFile != "" {
+		b, err := os.ReadFile(c.RedisPasswordFile)
+		if err != nil {
+			p = append(p, fmt.Errorf("REDIS_PASSWORD_FILE: cannot read %s: %w", c.RedisPasswordFile, errors.Unwrap(err)))
+		} else {
+			c.RedisPassword = strings.TrimSpace(string(b))
+		}
+	}
+	if c.RedisCAFile != "" {
+		if _, err := os.Stat(c.RedisCAFile); err != nil {
+			p = append(p, fmt.Errorf("REDIS_CA_FILE: cannot read %s: %w", c.RedisCAFile, errors.Unwrap(err)))
+		}
+	}
 	return p
 }
 
@@ -363,6 +415,7 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.Any("apps", ids), slog.String("api_url", c.APIURL), slog.String("listen", c.ListenAddr),
 		slog.String("admin", c.AdminAddr), slog.String("qrcode", c.QRCodeAddr), slog.String("token_mode", c.TokenMode),
-		slog.Duration("body_read_timeout", c.BodyReadTimeout),
+		slog.Duration("body_read_timeout", c.BodyReadTimeout), slog.Bool("redis", c.RedisURL != ""),
+		slog.Int("fleet_size", c.FleetSize),
 	)
 }
