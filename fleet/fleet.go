@@ -1,0 +1,395 @@
+// Package fleet is the shared tier: one Redis client for every replica of
+// the sidecar, so that a fleet spends WeChat's quota as one sidecar would.
+// It owns the client (URL, password, TLS), the circuit breaker, the
+// per-request budget and the Redis metrics, and what runs on it: the L2
+// image cache (cache.Shared), the fleet-wide lease of a code's fetch
+// (codes.Flight), the global rate limit and cool-downs (quota.Gate) and
+// the token store (token.Store).
+//
+// Redis is never a reason to fail a request: every operation is bounded by
+// REDIS_TIMEOUT, a request that met one failure skips Redis for the rest of
+// its life, and an open breaker makes the sidecar the single replica it
+// would be without Redis. It never imports proxy/ or net/http/httputil, and
+// never logs or reports the password.
+package fleet
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// Ops, the bounded values of the metrics' op label.
+const (
+	OpL2Get     = "l2_get"
+	OpL2Set     = "l2_set"
+	OpLease     = "lease"
+	OpRateLimit = "ratelimit"
+	OpCooldown  = "cooldown"
+	OpToken     = "token"
+)
+
+// Results, the bounded values of the metrics' result label.
+const (
+	ResultOK          = "ok"
+	ResultMiss        = "miss"
+	ResultError       = "error"
+	ResultTimeout     = "timeout"
+	ResultBreakerOpen = "breaker_open"
+)
+
+// Ops and Results list every op and result, for metrics that start at zero.
+var (
+	Ops     = []string{OpL2Get, OpL2Set, OpLease, OpRateLimit, OpCooldown, OpToken}
+	Results = []string{ResultOK, ResultMiss, ResultError, ResultTimeout, ResultBreakerOpen}
+)
+
+// Breaker policy: open after this many consecutive failures, let one probe
+// through after the cool-off.
+const (
+	breakerThreshold = 3
+	breakerCoolOff   = 5 * time.Second
+)
+
+// Hooks report what the client does; nil fields are no-ops.
+type Hooks struct {
+	// Request is called once per operation tried or skipped.
+	Request func(op, result string, d time.Duration)
+	// Up is called when Redis is found reachable or not.
+	Up func(up bool)
+	// Lease counts fleet leases: acquired, waited, timed_out.
+	Lease func(result string)
+}
+
+// Options configures a Client.
+type Options struct {
+	// URL is REDIS_URL: redis://, rediss://, or a Cluster's URL with addr=
+	// parameters. Required.
+	URL string
+	// Password, when set, wins over the URL's (REDIS_PASSWORD_FILE).
+	Password string
+	// CAFile adds a CA to verify a rediss:// server with.
+	CAFile string
+	// Prefix starts every key; default "wxa:".
+	Prefix string
+	// Timeout bounds each operation; default 100ms.
+	Timeout time.Duration
+	// Logger receives the client's own lines and go-redis's; default discard.
+	Logger *slog.Logger
+	Hooks  Hooks
+	// Now is the clock of the breaker; default time.Now.
+	Now func() time.Time
+}
+
+// Client is the fleet's Redis. Safe for concurrent use.
+type Client struct {
+	rdb     redis.UniversalClient
+	addr    string
+	cluster bool
+	prefix  string
+	timeout time.Duration
+	log     *slog.Logger
+	hooks   Hooks
+	now     func() time.Time
+	breaker breaker
+}
+
+// setLoggerOnce: go-redis has one process-wide logger.
+var setLoggerOnce sync.Once
+
+// New builds the client; it does not dial (a replica started while Redis
+// is down starts and serves).
+func New(o Options) (*Client, error) {
+	if o.Prefix == "" {
+		o.Prefix = "wxa:"
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 100 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	c := &Client{prefix: o.Prefix, timeout: o.Timeout, log: o.Logger, hooks: o.Hooks, now: o.Now}
+	c.breaker.now = o.Now
+	var tlsConfig *tls.Config
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("fleet: REDIS_CA_FILE: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, errors.New("fleet: REDIS_CA_FILE holds no PEM certificate")
+		}
+		tlsConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	u, err := url.Parse(o.URL)
+	if err != nil {
+		return nil, errors.New("fleet: REDIS_URL does not parse") // never echo it: it may hold the password
+	}
+	// Fail fast and let the breaker decide: go-redis's default dial
+	// retries take 1.7 s against a refused port.
+	noMaint := &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	if u.Query().Has("addr") {
+		opt, err := redis.ParseClusterURL(o.URL)
+		if err != nil {
+			return nil, errors.New("fleet: REDIS_URL is not a valid Cluster URL")
+		}
+		if o.Password != "" {
+			opt.Password = o.Password
+		}
+		if tlsConfig != nil && opt.TLSConfig != nil {
+			opt.TLSConfig.RootCAs = tlsConfig.RootCAs
+		}
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = o.Timeout, o.Timeout, o.Timeout
+		opt.PoolTimeout = o.Timeout
+		opt.MaxRetries = -1
+		opt.MaxRedirects = 2
+		opt.DialerRetries = 1
+		opt.MaintNotificationsConfig = noMaint
+		opt.DisableIdentity = true
+		c.rdb = redis.NewClusterClient(opt)
+		c.addr, c.cluster = strings.Join(opt.Addrs, ","), true
+	} else {
+		opt, err := redis.ParseURL(o.URL)
+		if err != nil {
+			return nil, errors.New("fleet: REDIS_URL is not a valid redis:// or rediss:// URL")
+		}
+		if o.Password != "" {
+			opt.Password = o.Password
+		}
+		if tlsConfig != nil && opt.TLSConfig != nil {
+			opt.TLSConfig.RootCAs = tlsConfig.RootCAs
+		}
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = o.Timeout, o.Timeout, o.Timeout
+		opt.PoolTimeout = o.Timeout
+		opt.MaxRetries = -1
+		opt.DialerRetries = 1
+		opt.MaintNotificationsConfig = noMaint
+		opt.DisableIdentity = true
+		c.rdb = redis.NewClient(opt)
+		c.addr = opt.Addr
+	}
+	setLoggerOnce.Do(func() { redis.SetLogger(slogLogger{o.Logger}) })
+	return c, nil
+}
+
+// slogLogger routes go-redis's own lines through slog (JSON like all else).
+type slogLogger struct{ log *slog.Logger }
+
+func (l slogLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+}
+
+// Close closes the connections.
+func (c *Client) Close() error { return c.rdb.Close() }
+
+// Status is the shared tier for /status: never the password.
+type Status struct {
+	Addr    string `json:"addr"`
+	Cluster bool   `json:"cluster,omitempty"`
+	Up      bool   `json:"up"`
+	Breaker string `json:"breaker"`
+}
+
+// Status reports the address, whether Redis answered lately, and the
+// breaker's state.
+func (c *Client) Status() Status {
+	state := c.breaker.state()
+	return Status{Addr: c.addr, Cluster: c.cluster, Up: state == "closed", Breaker: state}
+}
+
+// Key is prefix + "{" + app + "}:" + parts joined by ":": the app in a
+// hash tag, so a Cluster keeps an app's keys on one shard.
+func (c *Client) Key(app string, parts ...string) string {
+	var b strings.Builder
+	b.WriteString(c.prefix)
+	b.WriteByte('{')
+	b.WriteString(app)
+	b.WriteByte('}')
+	for _, p := range parts {
+		b.WriteByte(':')
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// Redis is the client, for the tier's parts; call it only inside Do.
+func (c *Client) Redis() redis.UniversalClient { return c.rdb }
+
+// ErrSkipped is what Do returns when it did not try Redis: the breaker is
+// open, or this request already met a Redis failure. Callers treat it as
+// any failure: as if there were no shared tier.
+var ErrSkipped = errors.New("fleet: redis skipped")
+
+// Do runs f as one Redis operation op: skipped when the breaker is open or
+// the request's budget is spent, bounded by the timeout, reported, and
+// recorded in the breaker. f returns redis.Nil for a miss.
+func (c *Client) Do(ctx context.Context, op string, f func(ctx context.Context) error) error {
+	b := budgetOf(ctx)
+	if b != nil && b.spent.Load() {
+		return ErrSkipped
+	}
+	if !c.breaker.allow() {
+		c.report(op, ResultBreakerOpen, 0)
+		return ErrSkipped
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+	defer cancel()
+	start := c.now()
+	err := f(ctx)
+	d := c.now().Sub(start)
+	switch {
+	case err == nil:
+		c.report(op, ResultOK, d)
+		c.success()
+	case errors.Is(err, redis.Nil):
+		c.report(op, ResultMiss, d)
+		c.success()
+	default:
+		result := ResultError
+		if isTimeout(err) {
+			result = ResultTimeout
+		}
+		c.report(op, result, d)
+		if b != nil {
+			b.spent.Store(true)
+		}
+		if c.breaker.failure() {
+			c.log.Warn("redis unreachable: the shared tier is off until a probe succeeds; each replica serves alone",
+				"op", op, "error", err.Error(), "probe_after", breakerCoolOff.String())
+			if c.hooks.Up != nil {
+				c.hooks.Up(false)
+			}
+		}
+	}
+	return err
+}
+
+func (c *Client) success() {
+	if c.breaker.success() {
+		c.log.Info("redis reachable again: the shared tier is back")
+		if c.hooks.Up != nil {
+			c.hooks.Up(true)
+		}
+	}
+}
+
+func (c *Client) report(op, result string, d time.Duration) {
+	if c.hooks.Request != nil {
+		c.hooks.Request(op, result, d)
+	}
+}
+
+// Lease reports a fleet lease's result to the hooks.
+func (c *Client) Lease(result string) {
+	if c.hooks.Lease != nil {
+		c.hooks.Lease(result)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// budget is one request's allowance of Redis failures: one.
+type budget struct{ spent atomic.Bool }
+
+type budgetKey struct{}
+
+// Scope gives ctx a budget of its own unless it has one: after one failed
+// or timed-out Redis operation, the rest of that request skips Redis, so a
+// request spends at most about two REDIS_TIMEOUTs on a Redis that hangs.
+func Scope(ctx context.Context) context.Context {
+	if budgetOf(ctx) != nil {
+		return ctx
+	}
+	return context.WithValue(ctx, budgetKey{}, new(budget))
+}
+
+func budgetOf(ctx context.Context) *budget {
+	b, _ := ctx.Value(budgetKey{}).(*budget)
+	return b
+}
+
+// breaker is closed (Redis is used), open (skipped until the cool-off
+// ends) or half-open (one probe in flight).
+type breaker struct {
+	now      func() time.Time
+	mu       sync.Mutex
+	failures int
+	openedAt time.Time
+	open     bool
+	probing  bool
+}
+
+func (b *breaker) allow() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.open {
+		return true
+	}
+	if b.probing || b.now().Sub(b.openedAt) < breakerCoolOff {
+		return false
+	}
+	b.probing = true
+	return true
+}
+
+// success closes the breaker; it reports whether it was open.
+func (b *breaker) success() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	wasOpen := b.open
+	b.failures, b.open, b.probing = 0, false, false
+	return wasOpen
+}
+
+// failure counts a failure; it reports whether the breaker just opened.
+func (b *breaker) failure() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failures++
+	if b.open {
+		// A failed probe: wait another cool-off.
+		b.openedAt, b.probing = b.now(), false
+		return false
+	}
+	if b.failures >= breakerThreshold {
+		b.open, b.openedAt = true, b.now()
+		return true
+	}
+	return false
+}
+
+func (b *breaker) state() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case !b.open:
+		return "closed"
+	case b.probing || b.now().Sub(b.openedAt) >= breakerCoolOff:
+		return "half_open"
+	}
+	return "open"
+}

@@ -1,0 +1,185 @@
+// Package redistest starts a real redis-server for tests, as wechattest is
+// the fake WeChat: on a free loopback port, without persistence, stopped by
+// PID when the test ends. A machine without redis-server skips the test,
+// except under CI=true, where it fails (.ci/run installs it).
+package redistest
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Server is one running redis-server.
+type Server struct {
+	// Addr is host:port on 127.0.0.1.
+	Addr string
+	// URL is redis://[:password@]Addr/0.
+	URL string
+
+	cmd  *exec.Cmd
+	args []string
+	port int
+}
+
+// Options configures a server.
+type Options struct {
+	// Password, when set, is required (requirepass).
+	Password string
+	// Args are more redis-server arguments (e.g. TLS or cluster ones).
+	Args []string
+	// Port, when not 0, is the port to listen on (to restart on the same).
+	Port int
+}
+
+// Binary returns the path of redis-server, skipping t without it (failing
+// it under CI=true).
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	bin, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is not installed; .ci/run installs redis-server", name)
+		}
+		t.Skipf("%s not installed (apt-get install redis-server)", name)
+	}
+	return bin
+}
+
+// FreePort returns a loopback port nothing listens on.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Start runs a redis-server until the test ends.
+func Start(t testing.TB, o Options) *Server {
+	t.Helper()
+	bin := Binary(t, "redis-server")
+	port := o.Port
+	if port == 0 {
+		port = FreePort(t)
+	}
+	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), port: port}
+	s.args = []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", t.TempDir(), "--loglevel", "warning"}
+	if o.Password != "" {
+		s.args = append(s.args, "--requirepass", o.Password)
+		s.URL = "redis://:" + o.Password + "@" + s.Addr + "/0"
+	} else {
+		s.URL = "redis://" + s.Addr + "/0"
+	}
+	s.args = append(s.args, o.Args...)
+	s.cmd = exec.Command(bin, s.args...)
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("redis-server: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	if !waitForPort(s.Addr, 10*time.Second) {
+		t.Fatalf("redis-server did not listen on %s", s.Addr)
+	}
+	return s
+}
+
+// Stop kills the server by PID and waits for it; safe to call twice.
+func (s *Server) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGKILL)
+	s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Restart starts the same server again on the same port.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Stop()
+	bin := Binary(t, "redis-server")
+	s.cmd = exec.Command(bin, s.args...)
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("redis-server: %v", err)
+	}
+	if !waitForPort(s.Addr, 10*time.Second) {
+		t.Fatalf("redis-server did not listen on %s again", s.Addr)
+	}
+}
+
+// Pause stops the process without closing its connections (SIGSTOP): a
+// Redis that accepts and never answers. Resume undoes it.
+func (s *Server) Pause()  { s.cmd.Process.Signal(syscall.SIGSTOP) }
+func (s *Server) Resume() { s.cmd.Process.Signal(syscall.SIGCONT) }
+
+// Command runs one command through redis-cli and returns its output.
+func (s *Server) Command(t testing.TB, args ...string) string {
+	t.Helper()
+	cli := Binary(t, "redis-cli")
+	host, port, _ := net.SplitHostPort(s.Addr)
+	out, err := exec.Command(cli, append([]string{"-h", host, "-p", port}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// Silent is a TCP listener that accepts connections and never answers: a
+// Redis that hangs. It closes when the test ends.
+func Silent(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go func() { bufio.NewReader(c).WriteTo(discard{}) }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return fmt.Sprintf("redis://%s/0", ln.Addr())
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func waitForPort(addr string, within time.Duration) bool {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
