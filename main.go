@@ -25,6 +25,7 @@ import (
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
 	"github.com/wxa-sidecar/wxa-sidecar/codes"
 	"github.com/wxa-sidecar/wxa-sidecar/config"
+	"github.com/wxa-sidecar/wxa-sidecar/fleet"
 	"github.com/wxa-sidecar/wxa-sidecar/metrics"
 	"github.com/wxa-sidecar/wxa-sidecar/proxy"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
@@ -134,6 +135,7 @@ type sidecar struct {
 	tokens  []*token.Manager
 	cache   *cache.Memory
 	gate    *quota.Local
+	redis   *fleet.Client // nil without REDIS_URL
 	proxy   *proxy.Proxy
 
 	api, admin, qrcode       *http.Server
@@ -174,6 +176,15 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		limits.Endpoints[path] = quota.Limit{Rate: l.Rate, Burst: l.Burst}
 	}
 	s.gate = quota.NewLocal(limits)
+	if cfg.RedisURL != "" {
+		s.metrics.ObserveRedis(fleet.Ops, fleet.Results)
+		rc, err := fleet.New(fleet.Options{URL: cfg.RedisURL, Password: cfg.RedisPassword, CAFile: cfg.RedisCAFile,
+			Prefix: cfg.RedisKeyPrefix, Timeout: cfg.RedisTimeout, Logger: log, Hooks: s.metrics.FleetHooks()})
+		if err != nil {
+			return nil, err
+		}
+		s.redis = rc
+	}
 	up, err := upstream.New(upstream.Options{Base: cfg.APIURL, Transport: transport, Timeout: cfg.UpstreamTimeout,
 		Gate: s.gate, Hooks: s.metrics.UpstreamHooks(), Logger: log})
 	if err != nil {
@@ -381,6 +392,9 @@ func (s *sidecar) close() {
 	}
 	s.gate.Close()
 	s.cache.Close()
+	if s.redis != nil {
+		s.redis.Close()
+	}
 }
 
 func (s *sidecar) adminHandler() http.Handler {
@@ -412,13 +426,19 @@ func (s *sidecar) status() any {
 	for _, m := range s.tokens {
 		apps = append(apps, m.Status())
 	}
+	var redis *fleet.Status
+	if s.redis != nil {
+		st := s.redis.Status()
+		redis = &st
+	}
 	return struct {
 		Version string         `json:"version"`
 		Ready   bool           `json:"ready"`
 		Apps    []token.Status `json:"apps"`
 		Limits  []quota.Status `json:"limits"`
 		Cache   cache.Stats    `json:"cache"`
-	}{version, s.ready.Load(), apps, s.gate.Status(), s.cache.Stats()}
+		Redis   *fleet.Status  `json:"redis,omitempty"`
+	}{version, s.ready.Load(), apps, s.gate.Status(), s.cache.Stats(), redis}
 }
 
 // loopbackAddr names a bound address a local curl can reach.

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wxa-sidecar/wxa-sidecar/codes"
+	"github.com/wxa-sidecar/wxa-sidecar/fleet"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/upstream"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
@@ -46,6 +47,27 @@ func (m *Metrics) QuotaHooks() quota.Hooks {
 			}
 			m.QuotaCooldown.WithLabelValues(k.App, k.Endpoint).Set(v)
 		},
+	}
+}
+
+// FleetHooks counts the shared tier's Redis operations and leases, and
+// shows whether Redis is up. Call ObserveRedis first.
+func (m *Metrics) FleetHooks() fleet.Hooks {
+	return fleet.Hooks{
+		Request: func(op, result string, d time.Duration) {
+			m.RedisRequests.WithLabelValues(op, result).Inc()
+			if result != fleet.ResultBreakerOpen {
+				m.RedisRequestDuration.WithLabelValues(op).Observe(d.Seconds())
+			}
+		},
+		Up: func(up bool) {
+			v := 0.0
+			if up {
+				v = 1
+			}
+			m.RedisUp.Set(v)
+		},
+		Lease: func(result string) { m.FleetLeases.WithLabelValues(result).Inc() },
 	}
 }
 

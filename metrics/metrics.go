@@ -44,6 +44,12 @@ type Metrics struct {
 	RateLimitWait       *prometheus.HistogramVec // endpoint
 	RateLimitRejections *prometheus.CounterVec   // endpoint
 	QuotaCooldown       *prometheus.GaugeVec     // app, endpoint
+
+	// The shared tier (REDIS_URL): registered by ObserveRedis only.
+	RedisUp              prometheus.Gauge
+	RedisRequests        *prometheus.CounterVec   // op, result
+	RedisRequestDuration *prometheus.HistogramVec // op
+	FleetLeases          *prometheus.CounterVec   // result: acquired, waited, timed_out
 }
 
 // durationBuckets start at 100µs, where a cache hit lies, and reach 30s,
@@ -113,8 +119,38 @@ func New() *Metrics {
 // Outcomes are the values of upstream_requests_total's outcome label.
 var Outcomes = []string{"ok", "errcode", "http_error", "timeout", "broken_image"}
 
-// CacheResults are the values of cache_requests_total's result label.
-var CacheResults = []string{"hit", "miss", "collapsed"}
+// CacheResults are the values of cache_requests_total's result label;
+// shared_hit only happens with the shared tier.
+var CacheResults = []string{"hit", "shared_hit", "miss", "collapsed"}
+
+// LeaseResults are the values of fleet_leases_total's result label.
+var LeaseResults = []string{"acquired", "waited", "timed_out"}
+
+// ObserveRedis registers the shared tier's metrics, every series at zero
+// for the given ops and results, and Redis reported up until it fails.
+func (m *Metrics) ObserveRedis(ops, results []string) {
+	m.RedisUp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "redis_up",
+		Help: "1 while the shared tier's Redis answers (its circuit breaker is closed), else 0."})
+	m.RedisRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "redis_requests_total",
+		Help: "Operations on the shared tier's Redis by op (l2_get, l2_set, lease, ratelimit, cooldown, token) and result (ok, miss, error, timeout, breaker_open)."},
+		[]string{"op", "result"})
+	m.RedisRequestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace,
+		Name: "redis_request_duration_seconds", Help: "Time of an operation on the shared tier's Redis, by op.",
+		Buckets: durationBuckets}, []string{"op"})
+	m.FleetLeases = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "fleet_leases_total",
+		Help: "Fleet-wide code fetch leases: acquired (this replica fetched), waited (another replica's image arrived), timed_out (fetched after waiting in vain)."},
+		[]string{"result"})
+	m.Registry.MustRegister(m.RedisUp, m.RedisRequests, m.RedisRequestDuration, m.FleetLeases)
+	m.RedisUp.Set(1)
+	for _, op := range ops {
+		for _, result := range results {
+			m.RedisRequests.WithLabelValues(op, result)
+		}
+	}
+	for _, result := range LeaseResults {
+		m.FleetLeases.WithLabelValues(result)
+	}
+}
 
 // Init creates, at zero, every series of the families alerts take
 // increase() or rate() of, for each configured app and each endpoint label
