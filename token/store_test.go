@@ -526,3 +526,92 @@ func TestMemoryStoreLeaseIsHeldUntilUnlocked(t *testing.T) {
 	}
 	again(context.Background())
 }
+
+func TestClassicManagersKeepTheFleetsTokenWhileTheStoreIsDown(t *testing.T) {
+	store := &switchableStore{Store: NewMemoryStore()}
+	f := newFixture(t, ModeClassic, func(o *Options) { o.Store = store })
+	fetcher, adopter := f.m, f.another(t, nil)
+	shared, err := fetcher.Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := adopter.Token(context.Background()); err != nil || tok.Value != shared.Value {
+		t.Fatalf("the second manager got %q, %v; want the shared token", Prefix(tok.Value), err)
+	}
+	fetcher.refresh(context.Background()) // schedules the next refresh
+	adopter.refresh(context.Background())
+
+	store.down.Store(true)
+	// Inside the refresh margin: without the store, a fetch by either
+	// manager would end the token the other serves.
+	f.clock.Advance(shared.Expiry.Sub(f.clock.Now()) - DefaultRefreshMargin + time.Second)
+	for range 3 {
+		for _, m := range []*Manager{fetcher, adopter} {
+			m.refresh(context.Background())
+			if tok, err := m.Token(context.Background()); err != nil || tok.Value != shared.Value {
+				t.Fatalf("Token() during the outage: %q, %v; want the shared token", Prefix(tok.Value), err)
+			}
+			if next := m.Status().NextRefresh; !next.After(f.clock.Now()) || !next.Before(shared.Expiry) {
+				t.Errorf("next refresh %v; want a retry before the shared token's expiry %v", next, shared.Expiry)
+			}
+		}
+		f.clock.Advance(30 * time.Second)
+	}
+	if n := f.fake.Calls("/cgi-bin/token"); n != 1 {
+		t.Fatalf("%d classic fetches while the store was down and the shared token valid, want 1", n)
+	}
+	if !works(t, f.fake, shared.Value) {
+		t.Fatal("the shared token stopped working during the outage")
+	}
+	if !strings.Contains(f.logs.String(), "keeping the fleet's token until it expires") {
+		t.Error("the hold was not logged")
+	}
+
+	// A manager without a valid token still fetches at once.
+	newcomer := f.another(t, nil)
+	if tok, err := newcomer.Token(context.Background()); err != nil || !works(t, f.fake, tok.Value) {
+		t.Fatalf("a manager without a token during the outage: %q, %v", Prefix(tok.Value), err)
+	}
+	if n := f.fake.Calls("/cgi-bin/token"); n != 2 {
+		t.Fatalf("%d classic fetches, want 2: the newcomer fetches its own", n)
+	}
+
+	// Once the shared token has expired, the refresh fetches.
+	f.clock.Advance(shared.Expiry.Sub(f.clock.Now()))
+	adopter.refresh(context.Background())
+	if n := f.fake.Calls("/cgi-bin/token"); n != 3 {
+		t.Fatalf("%d classic fetches after the shared token expired, want 3", n)
+	}
+	if tok, err := adopter.Token(context.Background()); err != nil || tok.Value == shared.Value || !works(t, f.fake, tok.Value) {
+		t.Fatalf("after the expiry: %q, %v; want a new working token", Prefix(tok.Value), err)
+	}
+}
+
+func TestTheOutageHoldDoesNotStopInvalidateOrStableMode(t *testing.T) {
+	t.Run("invalidate", func(t *testing.T) {
+		store := &switchableStore{Store: NewMemoryStore()}
+		f := newFixture(t, ModeClassic, func(o *Options) { o.Store = store })
+		shared, _ := f.m.Token(context.Background())
+		store.down.Store(true)
+		f.fake.RevokeTokens()
+		next, err := f.m.Invalidate(context.Background(), shared.Value)
+		if err != nil || next.Value == shared.Value || !works(t, f.fake, next.Value) {
+			t.Fatalf("Invalidate of a dead shared token during the outage: %q, %v", Prefix(next.Value), err)
+		}
+	})
+	t.Run("stable", func(t *testing.T) {
+		store := &switchableStore{Store: NewMemoryStore()}
+		f := newFixture(t, ModeStable, func(o *Options) { o.Store = store })
+		other := f.another(t, nil)
+		shared, _ := f.m.Token(context.Background())
+		if tok, _ := other.Token(context.Background()); tok.Value != shared.Value {
+			t.Fatal("stable managers do not share the token")
+		}
+		store.down.Store(true)
+		f.clock.Advance(shared.Expiry.Sub(f.clock.Now()) - DefaultRefreshMargin + time.Second)
+		other.refresh(context.Background())
+		if n := f.fake.Calls("/cgi-bin/stable_token"); n != 2 {
+			t.Errorf("%d stable fetches, want 2: stable tokens are not at war, the refresh goes ahead", n)
+		}
+	})
+}

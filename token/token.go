@@ -135,6 +135,9 @@ type Manager struct {
 	adopted     int64
 	storeErrors int64
 	issued      map[string]time.Time // every token handed out, until its expiry
+	// shared is the token last read from or written to the store: the
+	// one the fleet serves, which the outage rule keeps (fetchRefresh).
+	shared      string
 	nextRefresh time.Time
 	backoff     time.Duration
 }
@@ -316,6 +319,7 @@ func (m *Manager) adopt(t Token) Token {
 	now := m.now()
 	m.mu.Lock()
 	m.adopted++
+	m.shared = t.Value
 	m.install(t, now)
 	m.mu.Unlock()
 	m.log.Info("token adopted from the store", "store", m.storeName, "mode", m.opts.Mode, "token", Prefix(t.Value),
@@ -376,7 +380,11 @@ func (sc *storeCalls) save(ctx context.Context, t Token) {
 	}
 	if err := sc.m.store.Save(ctx, sc.m.opts.AppID, t); err != nil {
 		sc.fault("save", err)
+		return
 	}
+	sc.m.mu.Lock()
+	sc.m.shared = t.Value
+	sc.m.mu.Unlock()
 }
 
 // lock takes the app's fetch lease; nil when the store failed to give it.
@@ -430,6 +438,34 @@ func (sc *storeCalls) fault(op string, err error) {
 	m.mu.Unlock()
 	m.log.Warn("token store failed; carrying on from this manager's own memory", "store", m.storeName,
 		"op", op, "error", RedactError(err).Error())
+}
+
+// errKeepingSharedToken is the background refresh's answer while the
+// outage rule holds: no fetch was made, and the refresh backs off.
+var errKeepingSharedToken = errors.New("token: the token store is unreachable: keeping the fleet's token until it expires")
+
+// fetchRefresh is the background refresh's fetch. In classic mode, while
+// the store fails, a manager serving the fleet's token (the one it last read
+// from or wrote to the store) keeps it until it expires instead of fetching
+// early: each replica's early fetch would end, five minutes later, the
+// token the replica before it fetched, and a token war would last as long
+// as the outage. The refresh backs off and tries the store again; once the
+// token has expired, need asks for a fetch and this one fetches. Callers
+// without a valid token (Token, Invalidate) never wait for this: they fetch.
+func (m *Manager) fetchRefresh(ctx context.Context, sc *storeCalls) (Token, error) {
+	if sc.down && m.opts.Mode == ModeClassic {
+		now := m.now()
+		m.mu.Lock()
+		cur := m.current.Load()
+		keep := cur != nil && cur.Value == m.shared && now.Before(cur.Expiry)
+		m.mu.Unlock()
+		if keep {
+			m.log.Warn("token store unreachable: keeping the fleet's token until it expires; a fetch now would end the other replicas' token",
+				"token", Prefix(cur.Value), "expires_in", cur.Expiry.Sub(now).Round(time.Second).String())
+			return Token{}, errKeepingSharedToken
+		}
+	}
+	return m.fetch(ctx, false)
 }
 
 // fetchNormal fetches in the configured mode without forcing anything.
@@ -614,7 +650,7 @@ func (m *Manager) untilDue() time.Duration {
 func (m *Manager) refresh(ctx context.Context) {
 	t, err := m.obtain(ctx, func(cur *Token, now time.Time) bool {
 		return cur == nil || !now.Before(cur.Expiry.Add(-m.opts.RefreshMargin))
-	}, m.fetchNormal)
+	}, m.fetchRefresh)
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
