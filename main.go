@@ -190,6 +190,10 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 	if err != nil {
 		return nil, err
 	}
+	var tokenStore token.Store // nil: each manager's own memory
+	if s.redis != nil {
+		tokenStore = fleet.NewTokenStore(s.redis)
+	}
 	var apps []proxy.App
 	var appIDs []string
 	for _, a := range cfg.Apps {
@@ -205,6 +209,7 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 			Client:  &http.Client{Transport: up.Transport(), Timeout: cfg.UpstreamTimeout},
 			Logger:  log.With("app", a.ID),
 			OnFetch: s.metrics.TokenFetched(a.ID),
+			Store:   tokenStore,
 		})
 		if err != nil {
 			return nil, err
