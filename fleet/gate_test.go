@@ -176,7 +176,8 @@ func TestGateAdmitsTheBurstAtOnceLikeLocal(t *testing.T) {
 func TestTwoReplicasShareOneLimit(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	o := quota.Options{Default: quota.Limit{Rate: 2, Burst: 6}}
-	a, b := newReplica(t, srv.URL, o, 2, nil), newReplica(t, srv.URL, o, 2, nil)
+	// FLEET_SIZE left at 1: only Redis keeps the two from 12 at once.
+	a, b := newReplica(t, srv.URL, o, 1, nil), newReplica(t, srv.URL, o, 1, nil)
 	start := time.Now()
 	admitted, refusals := admitAll(t, 36, unlimitedKey, a.gate, b.gate)
 	elapsed := time.Since(start)
@@ -298,6 +299,24 @@ func TestCooldownObservedByOneReplicaClosesTheOther(t *testing.T) {
 				t.Errorf("another endpoint: %v", err)
 			}
 		})
+	}
+}
+
+// A 45011 answered to a call sent before the fleet learned of a 45009
+// must not reopen the endpoint at the next minute.
+func TestALaterShorterCooldownKeepsTheLongerOne(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	now := time.Now().Truncate(time.Minute).Add(time.Minute + time.Second)
+	clock := &testClock{t: now}
+	o := quota.Options{Default: quota.Limit{Rate: 100, Burst: 100}, Now: clock.now}
+	a, b, c := newReplica(t, srv.URL, o, 3, nil), newReplica(t, srv.URL, o, 3, nil), newReplica(t, srv.URL, o, 3, nil)
+	a.gate.Observe(t.Context(), wxacodeKey, wechat.DailyQuota)
+	b.gate.Observe(t.Context(), wxacodeKey, wechat.MinuteQuota)
+	day, _ := quota.NextCooldown(wechat.DailyQuota, wechat.PathWxacode, nil, now, 0)
+	for name, r := range map[string]*replica{"the late observer": b, "a third replica": c} {
+		if rf := refusalOf(t, r.gate.Admit(t.Context(), wxacodeKey)); rf.Code != wechat.DailyQuota || rf.RetryAfter != day.Until.Sub(now) {
+			t.Errorf("%s: %+v, want 45009 until %v", name, *rf, day.Until)
+		}
 	}
 }
 
