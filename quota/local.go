@@ -40,6 +40,38 @@ type Options struct {
 	Hooks  Hooks
 }
 
+// Limit is the limit for endpoint: its own in Endpoints, else Default.
+func (o Options) Limit(endpoint string) Limit {
+	if lim, ok := o.Endpoints[endpoint]; ok {
+		return lim
+	}
+	return o.Default
+}
+
+// Share is o divided among n replicas, each holding 1/n of every limit: the
+// rate over n and the burst over n, rounded down but at least 1 (a bucket
+// must hold a call); unlimited stays unlimited. It is a replica's part of
+// limits meant for a whole fleet, while the fleet cannot coordinate.
+func (o Options) Share(n int) Options {
+	if n <= 1 {
+		o.Endpoints = maps.Clone(o.Endpoints)
+		return o
+	}
+	share := func(l Limit) Limit {
+		if l.Rate <= 0 {
+			return l
+		}
+		return Limit{Rate: l.Rate / float64(n), Burst: max(l.Burst/n, 1)}
+	}
+	o.Default = share(o.Default)
+	endpoints := make(map[string]Limit, len(o.Endpoints))
+	for e, l := range o.Endpoints {
+		endpoints[e] = share(l)
+	}
+	o.Endpoints = endpoints
+	return o
+}
+
 // Hooks report what a Local gate does, for metrics. A nil func is not
 // called. They are called synchronously, some under the gate's lock: they
 // must be quick and must not call back into the gate.
@@ -100,10 +132,7 @@ func NewLocal(o Options) *Local {
 func (l *Local) bucket(k Key) *rate.Limiter {
 	b := l.buckets[k]
 	if b == nil {
-		lim, ok := l.opts.Endpoints[k.Endpoint]
-		if !ok {
-			lim = l.opts.Default
-		}
+		lim := l.opts.Limit(k.Endpoint)
 		if lim.Rate <= 0 {
 			b = rate.NewLimiter(rate.Inf, 0)
 		} else {
@@ -134,8 +163,7 @@ func (l *Local) admitAt(ctx context.Context, k Key, now time.Time, newTimer func
 	l.mu.Lock()
 	if cd := l.cooldowns[k]; cd != nil && now.Before(cd.Until) {
 		l.mu.Unlock()
-		return &Refusal{Code: cd.Code, RetryAfter: cd.Until.Sub(now),
-			Msg: quotaMessage(cd.Code) + " (wxa-sidecar cool-down)"}
+		return cd.Refusal(now)
 	}
 	r := l.bucket(k).ReserveN(now, 1)
 	l.mu.Unlock()
@@ -145,8 +173,7 @@ func (l *Local) admitAt(ctx context.Context, k Key, now time.Time, newTimer func
 		if l.opts.Hooks.Rejected != nil {
 			l.opts.Hooks.Rejected(k)
 		}
-		return &Refusal{Code: wechat.MinuteQuota, RetryAfter: max(delay, time.Second),
-			Msg: "api minute-quota reach limit (wxa-sidecar UPSTREAM_RPS)"}
+		return RateRefusal(delay)
 	}
 	if l.opts.Hooks.Waited != nil {
 		l.opts.Hooks.Waited(k, delay)
@@ -185,7 +212,14 @@ func (l *Local) observeAt(k Key, code wechat.Errcode, now time.Time) {
 	if !ok {
 		return
 	}
-	if prev != nil && prev.stop != nil {
+	l.hold(k, next, now)
+	l.log.Warn("WeChat quota reached: calls answered locally until the window resets",
+		"app", k.App, "endpoint", k.Endpoint, "errcode", int(code), "until", next.Until)
+}
+
+// hold makes next k's cool-down, replacing any other. l.mu must be held.
+func (l *Local) hold(k Key, next Cooldown, now time.Time) {
+	if prev := l.cooldowns[k]; prev != nil && prev.stop != nil {
 		prev.stop()
 	}
 	cd := &cooldown{Cooldown: next}
@@ -196,8 +230,41 @@ func (l *Local) observeAt(k Key, code wechat.Errcode, now time.Time) {
 		}
 	}
 	l.cooldowns[k] = cd
-	l.log.Warn("WeChat quota reached: calls answered locally until the window resets",
-		"app", k.App, "endpoint", k.Endpoint, "errcode", int(code), "until", next.Until)
+}
+
+// Adopt holds cd on k as if this gate had observed it: a cool-down another
+// replica observed, learned from a shared store, so that this one keeps
+// refusing (and shows it in Hooks.Cooldown and Status) even once the store
+// is out of reach. It never shortens the cool-down in force, and a
+// cool-down already held until the same instant changes nothing, so
+// adopting the same one again and again reports it once. It logs nothing:
+// the replica that observed it did.
+func (l *Local) Adopt(k Key, cd Cooldown) {
+	l.adoptAt(k, cd, l.now())
+}
+
+func (l *Local) adoptAt(k Key, cd Cooldown, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !now.Before(cd.Until) {
+		return
+	}
+	if cur := l.cooldowns[k]; cur != nil && now.Before(cur.Until) && !cur.Until.Before(cd.Until) {
+		return
+	}
+	l.hold(k, cd, now)
+}
+
+// Cooldown is k's cool-down in force, false when none is: what Admit
+// would refuse k with.
+func (l *Local) Cooldown(k Key) (Cooldown, bool) {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cd := l.cooldowns[k]; cd != nil && now.Before(cd.Until) {
+		return cd.Cooldown, true
+	}
+	return Cooldown{}, false
 }
 
 // ended reports the end of cd, unless a later cool-down replaced it.

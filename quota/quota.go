@@ -43,6 +43,21 @@ type Refusal struct {
 
 func (r *Refusal) Error() string { return "quota: " + r.Msg }
 
+// RateRefusal is the refusal of a call that found no rate-limit slot free
+// within the maximum wait, delay being how long it would have queued: 45011
+// in WeChat's words, naming UPSTREAM_RPS, and at least a second to wait.
+func RateRefusal(delay time.Duration) *Refusal {
+	return &Refusal{Code: wechat.MinuteQuota, RetryAfter: max(delay, time.Second),
+		Msg: "api minute-quota reach limit (wxa-sidecar UPSTREAM_RPS)"}
+}
+
+// Refusal is what a call refused at now by cd is answered: cd's errcode,
+// WeChat's errmsg for it, and the time left until cd ends.
+func (cd Cooldown) Refusal(now time.Time) *Refusal {
+	return &Refusal{Code: cd.Code, RetryAfter: cd.Until.Sub(now),
+		Msg: quotaMessage(cd.Code) + " (wxa-sidecar cool-down)"}
+}
+
 // A Gate decides whether a call may go upstream and learns from WeChat's
 // answers. It is safe for concurrent use. Admit returns nil (go ahead), a
 // *Refusal (no later than the configured maximum wait), or ctx.Err() if ctx

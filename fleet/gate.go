@@ -1,0 +1,450 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/wxa-sidecar/wxa-sidecar/quota"
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
+)
+
+// admitScript is one Admit in one round trip: the app+endpoint's shared
+// cool-down first, then a GCRA reservation on Redis's own clock (TIME), so
+// the replicas' clocks do not matter. The bucket is x/time/rate's, written
+// as a theoretical arrival time (TAT, µs): Burst calls at once, then one
+// every interval. A reservation whose wait would exceed max_wait is not
+// taken.
+//
+// KEYS: the cool-down, the bucket's TAT. ARGV: interval µs, burst,
+// max_wait µs. Returns {1, cool-down value, its PTTL ms} when closed,
+// {2, delay µs, TAT µs, now µs} when refused, {0, delay µs, TAT µs,
+// now µs} when reserved: the caller waits delay, then calls.
+var admitScript = redis.NewScript(`
+local cd = redis.call('GET', KEYS[1])
+if cd then
+  return {1, cd, redis.call('PTTL', KEYS[1])}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local max_wait = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+if tat < now then
+  tat = now
+end
+local new_tat = tat + interval
+local delay = new_tat - burst * interval - now
+if delay < 0 then
+  delay = 0
+end
+if delay > max_wait then
+  return {2, delay, tat, now}
+end
+-- Once TAT is past, the bucket is full again: the key is no longer needed.
+redis.call('SET', KEYS[2], string.format('%.0f', new_tat), 'PX', math.max(1, math.ceil((new_tat - now) / 1000)))
+return {0, delay, new_tat, now}
+`)
+
+// giveBackScript returns a cancelled reservation's slot, as x/time/rate's
+// CancelAt does: all of it if nobody reserved after it, less what later
+// reservations already counted on, nothing once its time has come.
+//
+// KEYS: the bucket's TAT. ARGV: the reservation's TAT µs, interval µs,
+// burst. Returns 1 if anything was given back.
+var giveBackScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  return 0
+end
+local tat = tonumber(cur)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local ours = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+if ours - burst * interval <= now then
+  return 0
+end
+local restore = interval - (tat - ours)
+if restore <= 0 then
+  return 0
+end
+tat = tat - restore
+if tat <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+end
+return 1
+`)
+
+// setCooldownScript shares a cool-down: the cool-down key expires at the
+// window's end, the memory of it a minute later (NextCooldown's strikes
+// look at a cool-down that has just ended). A cool-down in force that ends
+// later is kept: a late 45011 answered to a call sent before a 45009 must
+// not reopen the endpoint for the fleet.
+//
+// KEYS: the cool-down, its memory. ARGV: the value, its end (Unix ms), the
+// memory's end (Unix ms). Returns the value in force.
+var setCooldownScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local until_ms = tonumber(string.match(cur, '^%d+ %d+ (%d+)$'))
+  if until_ms and until_ms > tonumber(ARGV[2]) then
+    return cur
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'PXAT', ARGV[3])
+return ARGV[1]
+`)
+
+// strikeMemory is how long a cool-down is remembered after it ends: the
+// window in which NextCooldown counts a second 45009 on getwxacodeunlimit
+// as the day's.
+const strikeMemory = time.Minute
+
+// Gate is a quota.Gate for a fleet sharing one Redis: the rate limits are
+// the fleet's (a GCRA bucket per app and endpoint in Redis, on Redis's
+// clock), and a cool-down observed by any replica closes the endpoint for
+// all of them, written before Observe returns.
+//
+// Redis never fails a call: whenever it errs, times out or is skipped
+// (breaker open, the request's budget spent), the call is decided by a
+// quota.Local holding this replica's share of the limits (Options.Share of
+// the fleet size) and every cool-down this replica observed or learned
+// from Redis, so a replica that saw a 45009 keeps refusing through an
+// outage.
+//
+// Hooks fire as a Local's would: Rejected when no slot is free within
+// MaxWait (Redis's bucket or the local one), Waited for every call let
+// through (the Redis bucket's delay, or the local one's); Cooldown(true)
+// once per cool-down this replica holds, observed here or first found in
+// Redis, Cooldown(false) when it ends.
+type Gate struct {
+	c        *Client
+	opts     quota.Options
+	local    *quota.Local
+	now      func() time.Time
+	log      *slog.Logger
+	newTimer func(time.Duration) (<-chan time.Time, func() bool)
+
+	mu sync.Mutex
+	// buckets is the last state of each fleet bucket this replica saw,
+	// for Status; it grows with the keys callers pass, like a Local's.
+	buckets map[quota.Key]bucketSeen
+}
+
+// bucketSeen is a fleet bucket's free slots when Redis last answered.
+type bucketSeen struct {
+	slots float64
+	at    time.Time
+	// redisNow orders answers that arrive out of order: the latest on
+	// Redis's clock wins.
+	redisNow int64
+}
+
+var _ quota.Gate = (*Gate)(nil)
+
+// NewGate returns a Gate enforcing o's limits across the fleet on c, whose
+// replicas each fall back to 1/fleetSize of them while Redis is out of
+// reach. o.Hooks, o.Logger, o.Now, o.MaxWait and o.DailyCooldown mean what
+// they mean to a Local. Close it to stop its timers.
+func NewGate(c *Client, o quota.Options, fleetSize int) *Gate {
+	g := &Gate{c: c, opts: o.Share(1), local: quota.NewLocal(o.Share(fleetSize)), now: o.Now, log: o.Logger,
+		newTimer: func(d time.Duration) (<-chan time.Time, func() bool) {
+			t := time.NewTimer(d)
+			return t.C, t.Stop
+		},
+		buckets: map[quota.Key]bucketSeen{}}
+	g.opts.MaxWait = max(g.opts.MaxWait, 0)
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	return g
+}
+
+// Close stops the local cool-downs' timers.
+func (g *Gate) Close() { g.local.Close() }
+
+// Admit returns nil once the call for k may go upstream: no cool-down is
+// held here or shared in Redis, and the fleet's bucket has a slot within
+// MaxWait, queueing for it if need be. Otherwise it returns the *Refusal a
+// Local would: the cool-down's errcode until its end, or 45011 with the
+// time to the next slot. If ctx ends while queueing, the slot is given back
+// to the fleet's bucket (one more Redis call, skipped if Redis already
+// failed this request) and Admit returns ctx.Err(). A Redis failure hands
+// the call to the local share.
+func (g *Gate) Admit(ctx context.Context, k quota.Key) error {
+	now := g.now()
+	if cd, ok := g.local.Cooldown(k); ok {
+		return cd.Refusal(now)
+	}
+	lim := g.opts.Limit(k.Endpoint)
+	if lim.Rate <= 0 {
+		return g.admitUnlimited(ctx, k, now)
+	}
+	interval := intervalOf(lim.Rate)
+	burst := max(lim.Burst, 1)
+	var res []any
+	err := g.c.Do(ctx, OpRateLimit, func(ctx context.Context) error {
+		var err error
+		res, err = admitScript.Run(ctx, g.c.Redis(), []string{g.cooldownKey(k), g.bucketKey(k)},
+			interval, burst, g.opts.MaxWait.Microseconds()).Slice()
+		return err
+	})
+	if err != nil {
+		return g.local.Admit(ctx, k)
+	}
+	kind, _ := at[int64](res, 0)
+	if kind == 1 {
+		value, _ := at[string](res, 1)
+		pttl, _ := at[int64](res, 2)
+		return g.sharedCooldown(ctx, k, value, time.Duration(pttl)*time.Millisecond, now)
+	}
+	delayMicros, ok1 := at[int64](res, 1)
+	tat, ok2 := at[int64](res, 2)
+	redisNow, ok3 := at[int64](res, 3)
+	if !ok1 || !ok2 || !ok3 {
+		g.log.Warn("fleet: unexpected rate-limit answer from Redis: deciding locally", "reply", fmt.Sprint(res))
+		return g.local.Admit(ctx, k)
+	}
+	g.saw(k, float64(burst)-float64(tat-redisNow)/float64(interval), redisNow)
+	delay := time.Duration(delayMicros) * time.Microsecond
+	if kind == 2 {
+		if g.opts.Hooks.Rejected != nil {
+			g.opts.Hooks.Rejected(k)
+		}
+		return quota.RateRefusal(delay)
+	}
+	if g.opts.Hooks.Waited != nil {
+		g.opts.Hooks.Waited(k, delay)
+	}
+	if delay == 0 {
+		return nil
+	}
+	ch, stop := g.newTimer(delay)
+	defer stop()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		// Give the slot back, so that another caller in the fleet can
+		// have it rather than the bucket losing it.
+		g.c.Do(ctx, OpRateLimit, func(ctx context.Context) error {
+			return giveBackScript.Run(ctx, g.c.Redis(), []string{g.bucketKey(k)}, tat, interval, burst).Err()
+		})
+		return ctx.Err()
+	}
+}
+
+// admitUnlimited admits a call without a rate limit unless a cool-down
+// is shared in Redis.
+func (g *Gate) admitUnlimited(ctx context.Context, k quota.Key, now time.Time) error {
+	var value string
+	var pttl time.Duration
+	err := g.c.Do(ctx, OpCooldown, func(ctx context.Context) error {
+		key := g.cooldownKey(k)
+		pipe := g.c.Redis().Pipeline()
+		get, ttl := pipe.Get(ctx, key), pipe.PTTL(ctx, key)
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
+		value, pttl = get.Val(), ttl.Val()
+		return nil
+	})
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil
+	case err != nil:
+		return g.local.Admit(ctx, k)
+	}
+	return g.sharedCooldown(ctx, k, value, pttl, now)
+}
+
+// sharedCooldown refuses a call closed by a cool-down found in Redis, and
+// holds it locally (for an outage, the gauge and CooldownLeft).
+func (g *Gate) sharedCooldown(ctx context.Context, k quota.Key, value string, pttl time.Duration, now time.Time) error {
+	cd, err := parseCooldown(value)
+	if err != nil {
+		g.log.Warn("fleet: unreadable cool-down in Redis: deciding locally", "app", k.App, "endpoint", k.Endpoint, "error", err.Error())
+		return g.local.Admit(ctx, k)
+	}
+	g.local.Adopt(k, cd)
+	r := cd.Refusal(now)
+	if r.RetryAfter <= 0 {
+		// Our clock is ahead of Redis's, which still holds the key.
+		r.RetryAfter = max(pttl, time.Millisecond)
+	}
+	return r
+}
+
+// Observe starts a cool-down on k when code is a quota errcode that closes
+// the whole endpoint (quota.NextCooldown, given the previous cool-down
+// shared in Redis), shares it in Redis and holds it locally, before it
+// returns: the replica answers its caller only after the fleet knows. A
+// cool-down in force that ends later, here or in Redis, is kept. If Redis
+// fails, the cool-down is this replica's alone (with this replica's own
+// memory of the previous one).
+func (g *Gate) Observe(ctx context.Context, k quota.Key, code wechat.Errcode) {
+	now := g.now()
+	if _, ok := quota.NextCooldown(code, k.Endpoint, nil, now, g.opts.DailyCooldown); !ok {
+		return
+	}
+	var prev *quota.Cooldown
+	err := g.c.Do(ctx, OpCooldown, func(ctx context.Context) error {
+		value, err := g.c.Redis().Get(ctx, g.memoryKey(k)).Result()
+		if err != nil {
+			return err
+		}
+		if cd, err := parseCooldown(value); err == nil {
+			prev = &cd
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		g.local.Observe(ctx, k, code)
+		return
+	}
+	next, _ := quota.NextCooldown(code, k.Endpoint, prev, now, g.opts.DailyCooldown)
+	if held, ok := g.local.Cooldown(k); ok && held.Until.After(next.Until) {
+		next = held
+	}
+	next.Until = ceilMilli(next.Until)
+	g.c.Do(ctx, OpCooldown, func(ctx context.Context) error {
+		value, err := setCooldownScript.Run(ctx, g.c.Redis(), []string{g.cooldownKey(k), g.memoryKey(k)},
+			formatCooldown(next), next.Until.UnixMilli(), next.Until.Add(strikeMemory).UnixMilli()).Text()
+		if err != nil {
+			return err
+		}
+		if inForce, err := parseCooldown(value); err == nil {
+			next = inForce
+		}
+		return nil
+	})
+	g.local.Adopt(k, next)
+	g.log.Warn("WeChat quota reached: calls answered locally until the window resets",
+		"app", k.App, "endpoint", k.Endpoint, "errcode", int(code), "until", next.Until)
+}
+
+// CooldownLeft is how long k stays closed by a cool-down this replica
+// holds (observed here, or found in Redis by Admit), false when none: the
+// Retry-After of an answer that has just started one.
+func (g *Gate) CooldownLeft(k quota.Key) (time.Duration, bool) { return g.local.CooldownLeft(k) }
+
+// Status lists, per Key, the fleet's limit, its bucket's free slots as
+// Redis last told this replica (refilled since at the limit's rate; other
+// replicas' calls since are not counted), and the cool-downs this replica
+// holds; keys used only while Redis was out of reach show the fleet's limit
+// and no slots. It never calls Redis.
+func (g *Gate) Status() []quota.Status {
+	now := g.now()
+	out := g.local.Status()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	listed := make(map[quota.Key]bool, len(out))
+	for i := range out {
+		k := quota.Key{App: out[i].App, Endpoint: out[i].Endpoint}
+		listed[k] = true
+		out[i].Rate, out[i].Burst, out[i].SlotsAvailable = g.statusOf(k, now)
+	}
+	for k := range g.buckets {
+		if !listed[k] {
+			s := quota.Status{App: k.App, Endpoint: k.Endpoint}
+			s.Rate, s.Burst, s.SlotsAvailable = g.statusOf(k, now)
+			out = append(out, s)
+		}
+	}
+	sortStatus(out)
+	return out
+}
+
+// statusOf is k's fleet limit and estimated free slots. g.mu must be held.
+func (g *Gate) statusOf(k quota.Key, now time.Time) (rate float64, burst int, slots float64) {
+	lim := g.opts.Limit(k.Endpoint)
+	if lim.Rate <= 0 {
+		return 0, 0, 0
+	}
+	burst = max(lim.Burst, 1)
+	if b, ok := g.buckets[k]; ok {
+		slots = min(float64(burst), b.slots+now.Sub(b.at).Seconds()*lim.Rate)
+	}
+	return lim.Rate, burst, slots
+}
+
+// saw records a fleet bucket's free slots as Redis just answered.
+func (g *Gate) saw(k quota.Key, slots float64, redisNow int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if b, ok := g.buckets[k]; !ok || b.redisNow <= redisNow {
+		g.buckets[k] = bucketSeen{slots: slots, at: g.now(), redisNow: redisNow}
+	}
+}
+
+func (g *Gate) bucketKey(k quota.Key) string   { return g.c.Key(k.App, "rl", k.Endpoint) }
+func (g *Gate) cooldownKey(k quota.Key) string { return g.c.Key(k.App, "cd", k.Endpoint) }
+func (g *Gate) memoryKey(k quota.Key) string   { return g.c.Key(k.App, "cdlast", k.Endpoint) }
+
+// intervalOf is the GCRA's emission interval for rate, in whole µs
+// (rounded up: a fleet never exceeds its rate, by at most 1 µs a slot).
+func intervalOf(rate float64) int64 {
+	return max(int64(math.Ceil(1e6/rate)), 1)
+}
+
+// formatCooldown is a cool-down as Redis holds it: "errcode strikes
+// until-Unix-ms".
+func formatCooldown(cd quota.Cooldown) string {
+	return fmt.Sprintf("%d %d %d", int(cd.Code), cd.Strikes, cd.Until.UnixMilli())
+}
+
+func parseCooldown(s string) (quota.Cooldown, error) {
+	var code, strikes int
+	var untilMs int64
+	if n, err := fmt.Sscanf(s, "%d %d %d", &code, &strikes, &untilMs); err != nil || n != 3 {
+		return quota.Cooldown{}, fmt.Errorf("fleet: cool-down %q: want \"errcode strikes until-ms\"", s)
+	}
+	return quota.Cooldown{Code: wechat.Errcode(code), Strikes: strikes, Until: time.UnixMilli(untilMs)}, nil
+}
+
+// ceilMilli rounds t up to the millisecond, PXAT's unit, so that the key
+// never expires before the cool-down ends.
+func ceilMilli(t time.Time) time.Time {
+	ms := time.UnixMilli(t.UnixMilli())
+	if ms.Before(t) {
+		ms = ms.Add(time.Millisecond)
+	}
+	return ms
+}
+
+// sortStatus sorts by app and endpoint, as a Local's Status does.
+func sortStatus(s []quota.Status) {
+	slices.SortFunc(s, func(a, b quota.Status) int {
+		if c := strings.Compare(a.App, b.App); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Endpoint, b.Endpoint)
+	})
+}
+
+// at is res[i] as a T, false if it is missing or of another type.
+func at[T any](res []any, i int) (T, bool) {
+	var zero T
+	if i >= len(res) {
+		return zero, false
+	}
+	v, ok := res[i].(T)
+	return v, ok
+}
