@@ -127,6 +127,15 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	return 0
 }
 
+// gate is the upstream gate as main sees it: quota.Local, or fleet.Gate
+// with a shared tier.
+type gate interface {
+	quota.Gate
+	CooldownLeft(quota.Key) (time.Duration, bool)
+	Status() []quota.Status
+	Close()
+}
+
 // sidecar holds what main wires together.
 type sidecar struct {
 	cfg     config.Config
@@ -134,7 +143,7 @@ type sidecar struct {
 	metrics *metrics.Metrics
 	tokens  []*token.Manager
 	cache   *cache.Memory
-	gate    *quota.Local
+	gate    gate
 	redis   *fleet.Client // nil without REDIS_URL
 	proxy   *proxy.Proxy
 
@@ -175,7 +184,6 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		}
 		limits.Endpoints[path] = quota.Limit{Rate: l.Rate, Burst: l.Burst}
 	}
-	s.gate = quota.NewLocal(limits)
 	if cfg.RedisURL != "" {
 		s.metrics.ObserveRedis(fleet.Ops, fleet.Results)
 		rc, err := fleet.New(fleet.Options{URL: cfg.RedisURL, Password: cfg.RedisPassword, CAFile: cfg.RedisCAFile,
@@ -184,6 +192,11 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 			return nil, err
 		}
 		s.redis = rc
+		// The limits are the fleet's, kept in Redis; 1/FLEET_SIZE of them
+		// locally while it is unreachable.
+		s.gate = fleet.NewGate(rc, limits, cfg.FleetSize)
+	} else {
+		s.gate = quota.NewLocal(limits)
 	}
 	up, err := upstream.New(upstream.Options{Base: cfg.APIURL, Transport: transport, Timeout: cfg.UpstreamTimeout,
 		Gate: s.gate, Hooks: s.metrics.UpstreamHooks(), Logger: log})
