@@ -145,7 +145,9 @@ type sidecar struct {
 	cache   *cache.Memory
 	gate    gate
 	redis   *fleet.Client // nil without REDIS_URL
-	proxy   *proxy.Proxy
+	// scope gives a request its shared-tier budget; nil without Redis.
+	scope func(context.Context) context.Context
+	proxy *proxy.Proxy
 
 	api, admin, qrcode       *http.Server
 	apiLn, adminLn, qrcodeLn net.Listener
@@ -195,6 +197,7 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		// The limits are the fleet's, kept in Redis; 1/FLEET_SIZE of them
 		// locally while it is unreachable.
 		s.gate = fleet.NewGate(rc, limits, cfg.FleetSize)
+		s.scope = fleet.Scope
 	} else {
 		s.gate = quota.NewLocal(limits)
 	}
@@ -254,6 +257,7 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		Logger:          log,
 		Metrics:         s.metrics,
 		CacheTTL:        cfg.CacheTTL,
+		Scope:           s.scope,
 	})
 	if err != nil {
 		c.Close()

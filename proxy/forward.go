@@ -177,7 +177,11 @@ func (t upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if c.app != nil {
 		uc.Tokens = c.app.tokens
 	}
-	return t.p.upstream.Send(req.Context(), req, uc)
+	ctx := req.Context()
+	if t.p.scope != nil {
+		ctx = t.p.scope(ctx)
+	}
+	return t.p.upstream.Send(ctx, req, uc)
 }
 
 // isTimeout reports a read or call that ran out of time.

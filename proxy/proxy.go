@@ -7,6 +7,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -83,6 +84,10 @@ type Options struct {
 	CacheTTL time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Scope, when set, gives a passthrough call's context what the shared
+	// tier keeps per request (its Redis budget: fleet.Scope); code misses
+	// get it through Codes.
+	Scope func(context.Context) context.Context
 }
 
 // Proxy is the http.Handler of the API port.
@@ -100,6 +105,7 @@ type Proxy struct {
 	reverseProxy *httputil.ReverseProxy
 	codes        *codes.Codes
 	quota        Quota
+	scope        func(context.Context) context.Context
 	aliases      *aliasTable
 	routeMetrics map[string]routeMetrics
 	cacheControl []string // one shared header value
@@ -133,6 +139,7 @@ func New(opts Options) (*Proxy, error) {
 		metrics:     opts.Metrics,
 		now:         opts.Now,
 		quota:       opts.Quota,
+		scope:       opts.Scope,
 	}
 	for _, a := range opts.Apps {
 		if a.Tokens == nil {
