@@ -38,34 +38,43 @@ func variants(t *testing.T) map[string]rendered {
 			components = append(components, e.Name())
 		}
 	}
+	for subset := 1; subset < 1<<len(components); subset++ {
+		var names []string
+		for i, c := range components {
+			if subset&(1<<i) != 0 {
+				names = append(names, c)
+			}
+		}
+		out["base+"+strings.Join(names, "+")] = renderBaseWith(t, names...)
+	}
+	return out
+}
+
+// renderBaseWith renders the base with the named components, as an overlay
+// of the user's would.
+func renderBaseWith(t *testing.T, components ...string) rendered {
+	t.Helper()
 	here, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for subset := 1; subset < 1<<len(components); subset++ {
-		dir := t.TempDir()
-		// kustomize refuses absolute paths to other kustomizations.
-		rel := func(p string) string {
-			r, err := filepath.Rel(dir, filepath.Join(here, p))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return r
-		}
-		var names []string
-		kz := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - " + rel("base") + "\ncomponents:\n"
-		for i, c := range components {
-			if subset&(1<<i) != 0 {
-				kz += "  - " + rel(filepath.Join("components", c)) + "\n"
-				names = append(names, c)
-			}
-		}
-		if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kz), 0o644); err != nil {
+	dir := t.TempDir()
+	// kustomize refuses absolute paths to other kustomizations.
+	rel := func(p string) string {
+		r, err := filepath.Rel(dir, filepath.Join(here, p))
+		if err != nil {
 			t.Fatal(err)
 		}
-		out["base+"+strings.Join(names, "+")] = render(t, dir)
+		return r
 	}
-	return out
+	kz := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - " + rel("base") + "\ncomponents:\n"
+	for _, c := range components {
+		kz += "  - " + rel(filepath.Join("components", c)) + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kz), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return render(t, dir)
 }
 
 // fileAttrs is what stat would say of a file in a volume.
