@@ -65,12 +65,12 @@ type Request struct {
 type Status uint8
 
 const (
-	Hit       Status = iota + 1 // from L1
-	SharedHit                   // from L2, by this caller's flight
-	Miss                        // this caller's flight fetched it (or failed, or was answered locally); L1 declined it
-	Stored                      // this caller's flight fetched it and L1 kept it
-	Collapsed                   // another caller's flight got it (or stored it just before this one looked again)
-	CollapsedShared             // another replica's flight got it: this caller's flight waited, then found it in L2
+	Hit             Status = iota + 1 // from L1
+	SharedHit                         // from L2, by this caller's flight
+	Miss                              // this caller's flight fetched it (or failed, or was answered locally); L1 declined it
+	Stored                            // this caller's flight fetched it and L1 kept it
+	Collapsed                         // another caller's flight got it (or stored it just before this one looked again)
+	CollapsedShared                   // another replica's flight got it: this caller's flight waited, then found it in L2
 )
 
 // String is the status as cache_requests_total's result label names it:
