@@ -170,3 +170,47 @@ func TestLifetimeRefusalIsSharedAndKeptLocallyWithoutRedis(t *testing.T) {
 		t.Errorf("%d upstream calls, want 1", got)
 	}
 }
+
+// 150 identical misses over three replicas at once: one upstream call,
+// one image for all, and each caller counted once.
+func TestManyConcurrentMissesOverThreeReplicasMakeOneCall(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	sidecars := []*sidecar{newSidecar(t, "a", srv.URL), newSidecar(t, "b", srv.URL), newSidecar(t, "c", srv.URL)}
+	up := newUpstreamJPEG(t)
+	k := testKey(22)
+	var results []<-chan getResult
+	for i := range 150 {
+		results = append(results, sidecars[i%3].getAsync(k, up))
+	}
+	<-up.started
+	waitUntil(t, "the two other replicas to wait", func() bool {
+		polling := 0
+		for _, s := range sidecars {
+			if s.reported("l2_get ok") {
+				polling++
+			}
+		}
+		return polling == 2
+	})
+	close(up.letGo)
+	for i, ch := range results {
+		r := receiveGet(t, "caller", ch)
+		if r.err != nil || !bytes.Equal(r.res.Entry.Body, up.body) {
+			t.Fatalf("caller %d: %v, %v; want the image", i, r.res.Status, r.err)
+		}
+	}
+	if got := up.calls.Load(); got != 1 {
+		t.Errorf("%d upstream calls, want 1", got)
+	}
+	total := 0
+	for _, s := range sidecars {
+		s.mu.Lock()
+		for _, n := range s.lookups {
+			total += n
+		}
+		s.mu.Unlock()
+	}
+	if total != 150 {
+		t.Errorf("%d lookups counted, want 150", total)
+	}
+}
