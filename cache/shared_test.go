@@ -11,10 +11,10 @@ import (
 func TestNoSharedMissesAndForgets(t *testing.T) {
 	ctx := context.Background()
 	k := Key{1}
-	if err := NoShared.Set(ctx, k, NewEntry([]byte("img"), "image/jpeg", "")); err != nil {
+	if err := NoShared.Set(ctx, "wxapp", k, NewEntry([]byte("img"), "image/jpeg", "")); err != nil {
 		t.Fatalf("Set: %v, want nil", err)
 	}
-	e, err := NoShared.Get(ctx, k)
+	e, err := NoShared.Get(ctx, "wxapp", k)
 	if !errors.Is(err, ErrNotFound) || e != nil {
 		t.Errorf("Get after Set = %v, %v; want nil, ErrNotFound", e, err)
 	}

@@ -6,7 +6,8 @@
 // requests WeChat refused for good (45029) and answers them locally.
 //
 // It never speaks HTTP (no net/http, no httputil: a Fetch hands it bytes),
-// never talks to Redis or any store but through cache.Shared, and never
+// never talks to Redis or any store but through its seams (cache.Shared,
+// Flight, Refusals), and never
 // limits rates (x/time/rate belongs to quota/): what may go upstream is
 // the Fetch's business. Errors are never stored, in either tier.
 package codes
@@ -64,15 +65,17 @@ type Request struct {
 type Status uint8
 
 const (
-	Hit       Status = iota + 1 // from L1
-	SharedHit                   // from L2, by this caller's flight
-	Miss                        // this caller's flight fetched it (or failed, or was answered locally); L1 declined it
-	Stored                      // this caller's flight fetched it and L1 kept it
-	Collapsed                   // another caller's flight got it (or stored it just before this one looked again)
+	Hit             Status = iota + 1 // from L1
+	SharedHit                         // from L2, by this caller's flight
+	Miss                              // this caller's flight fetched it (or failed, or was answered locally); L1 declined it
+	Stored                            // this caller's flight fetched it and L1 kept it
+	Collapsed                         // another caller's flight got it (or stored it just before this one looked again)
+	CollapsedShared                   // another replica's flight got it: this caller's flight waited, then found it in L2
 )
 
 // String is the status as cache_requests_total's result label names it:
-// Miss and Stored are both "miss".
+// Miss and Stored are both "miss", Collapsed and CollapsedShared both
+// "collapsed".
 func (s Status) String() string {
 	switch s {
 	case Hit:
@@ -81,7 +84,7 @@ func (s Status) String() string {
 		return "shared_hit"
 	case Miss, Stored:
 		return "miss"
-	case Collapsed:
+	case Collapsed, CollapsedShared:
 		return "collapsed"
 	}
 	return "unknown"
@@ -139,13 +142,16 @@ type Options struct {
 	L2 cache.Shared
 	// Flight coalesces the callers of one key; nil is LocalFlight().
 	Flight Flight
+	// Refusals remembers the keys WeChat refused with 45029; nil is
+	// LocalRefusals(RefusalTTL, Now).
+	Refusals Refusals
 	// RetryBackoff is the pause before the one retry of a transient
 	// failure, jittered between half of it and all of it; 0 is 200ms.
 	RetryBackoff time.Duration
-	// RefusalTTL is how long a 45029 is remembered for its key (CACHE_TTL:
-	// as long as the image would have been kept); 0 is 24h.
+	// RefusalTTL is how long the default Refusals remember a 45029 for its
+	// key (CACHE_TTL: as long as the image would have been kept); 0 is 24h.
 	RefusalTTL time.Duration
-	// Now is the clock of the refusals; nil is time.Now.
+	// Now is the clock of the default Refusals; nil is time.Now.
 	Now func() time.Time
 	// Logger receives the lifetime cap (once per app and endpoint); nil
 	// discards.
@@ -163,7 +169,7 @@ type Codes struct {
 	log          *slog.Logger
 	hooks        Hooks
 
-	refusals *refusals
+	refusals Refusals
 
 	mu sync.Mutex
 	// capLogged: the apps and endpoints whose lifetime cap was logged
@@ -176,7 +182,7 @@ func New(o Options) *Codes {
 	if o.L1 == nil {
 		panic("codes: Options.L1 is required")
 	}
-	c := &Codes{l1: o.L1, l2: o.L2, flight: o.Flight, retryBackoff: o.RetryBackoff,
+	c := &Codes{l1: o.L1, l2: o.L2, flight: o.Flight, refusals: o.Refusals, retryBackoff: o.RetryBackoff,
 		now: o.Now, log: o.Logger, hooks: o.Hooks, capLogged: map[Request]bool{}}
 	if c.l2 == nil {
 		c.l2 = cache.NoShared
@@ -193,11 +199,9 @@ func New(o Options) *Codes {
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
-	ttl := o.RefusalTTL
-	if ttl <= 0 {
-		ttl = defaultRefusalTTL
+	if c.refusals == nil {
+		c.refusals = LocalRefusals(o.RefusalTTL, c.now)
 	}
-	c.refusals = newRefusals(maxRefusals, ttl)
 	return c
 }
 
@@ -209,8 +213,9 @@ var ErrRefusedBefore = wechat.Errorf(wechat.LifetimeQuota,
 // Get returns the image for k: from L1, else from one flight shared by all
 // concurrent callers of k, which looks in L1 again, then in L2, then calls
 // f (this caller's, if this caller's flight is the one that runs). r names
-// the request in hooks and logs. On an error, Result.Status still says
-// whether this caller's flight failed (Miss) or another's (Collapsed).
+// the request in hooks and logs, and r.App is the app the tiers file k
+// under. On an error, Result.Status still says whether this caller's
+// flight failed (Miss) or another's, here or in the fleet (Collapsed).
 func (c *Codes) Get(ctx context.Context, k cache.Key, r Request, f Fetcher) (Result, error) {
 	if e, ok := c.l1.Get(k); ok {
 		c.lookup(Hit)
@@ -221,22 +226,29 @@ func (c *Codes) Get(ctx context.Context, k cache.Key, r Request, f Fetcher) (Res
 
 // miss answers a Get whose L1 lookup missed.
 func (c *Codes) miss(ctx context.Context, k cache.Key, r Request, f Fetcher) (Result, error) {
-	if c.refusals.has(k, c.now()) {
+	if c.refusals.Refused(ctx, r.App, k) {
 		c.lookup(Miss)
 		return Result{Status: Miss}, ErrRefusedBefore
 	}
-	// Written by this caller's load only, read only when Run says that
-	// load ran and returned.
+	// Written by this caller's load only, read only when Run has returned
+	// a result, not ctx.Err() (then a load of this caller's that ran has
+	// returned).
 	var loaded Result
-	e, shared, err := c.flight.Run(ctx, k, func(ctx context.Context) (*cache.Entry, error) {
+	e, from, err := c.flight.Run(ctx, r.App, k, func(ctx context.Context) (*cache.Entry, error) {
 		var err error
 		loaded, err = c.load(ctx, k, r, f)
 		return loaded.Entry, err
 	})
 	var res Result
 	switch {
-	case shared:
+	case from == Joined || (from == Fleet && err != nil):
 		res = Result{Entry: e, Status: Collapsed}
+	case from == Fleet && (loaded.Status == Miss || loaded.Status == Stored):
+		// This caller's load went to take the fleet's entry from L2 and
+		// had to fetch after all: its own miss, its own quota.
+		res = loaded
+	case from == Fleet:
+		res = Result{Entry: e, Status: CollapsedShared}
 	case err != nil:
 		res = Result{Status: Miss}
 	default:
@@ -259,10 +271,10 @@ func (c *Codes) load(ctx context.Context, k cache.Key, r Request, f Fetcher) (Re
 		return Result{Entry: e, Status: Collapsed}, nil
 	}
 	// A flight that finished just before may have heard 45029 for k.
-	if c.refusals.has(k, c.now()) {
+	if c.refusals.Refused(ctx, r.App, k) {
 		return Result{Status: Miss}, ErrRefusedBefore
 	}
-	e, err := c.l2.Get(ctx, k)
+	e, err := c.l2.Get(ctx, r.App, k)
 	switch {
 	case err == nil && e != nil:
 		c.store(k, e)
@@ -275,12 +287,14 @@ func (c *Codes) load(ctx context.Context, k cache.Key, r Request, f Fetcher) (Re
 	if err != nil {
 		var we *wechat.Error
 		if errors.As(err, &we) && we.Code == wechat.LifetimeQuota {
-			c.refuseForGood(k, r)
+			c.refuseForGood(ctx, k, r)
 		}
 		return Result{Status: Miss}, err
 	}
 	e = cache.NewEntry(img.Body, img.ContentType, img.ContentDisposition)
-	if err := c.l2.Set(ctx, k, e); err != nil {
+	// Before the flight's callers are answered (and, in a fleet, before
+	// its lease is released): whoever asks next, anywhere, finds it.
+	if err := c.l2.Set(ctx, r.App, k, e); err != nil {
 		c.l2Error("set", err)
 	}
 	status := Miss
@@ -353,8 +367,8 @@ func isTransient(err error) bool {
 // cap of the endpoint is reached, and WeChat now refuses every parameter
 // set it has not generated before while still serving those it has. The
 // endpoint stays open; this one request is answered locally from now on.
-func (c *Codes) refuseForGood(k cache.Key, r Request) {
-	c.refusals.add(k, c.now())
+func (c *Codes) refuseForGood(ctx context.Context, k cache.Key, r Request) {
+	c.refusals.Refuse(ctx, r.App, k)
 	c.mu.Lock()
 	first := !c.capLogged[r]
 	c.capLogged[r] = true

@@ -49,14 +49,16 @@ type sharedTier struct {
 	m              map[cache.Key]*cache.Entry
 	getErr, setErr error
 	gets, sets     int
+	apps           []string // the app of every Get and Set
 }
 
 func newSharedTier() *sharedTier { return &sharedTier{m: map[cache.Key]*cache.Entry{}} }
 
-func (s *sharedTier) Get(_ context.Context, k cache.Key) (*cache.Entry, error) {
+func (s *sharedTier) Get(_ context.Context, app string, k cache.Key) (*cache.Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gets++
+	s.apps = append(s.apps, app)
 	if s.getErr != nil {
 		return nil, s.getErr
 	}
@@ -66,10 +68,11 @@ func (s *sharedTier) Get(_ context.Context, k cache.Key) (*cache.Entry, error) {
 	return nil, cache.ErrNotFound
 }
 
-func (s *sharedTier) Set(_ context.Context, k cache.Key, e *cache.Entry) error {
+func (s *sharedTier) Set(_ context.Context, app string, k cache.Key, e *cache.Entry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sets++
+	s.apps = append(s.apps, app)
 	if s.setErr != nil {
 		return s.setErr
 	}
@@ -659,7 +662,7 @@ func TestLifetimeRefusalsAreBounded(t *testing.T) {
 func TestSharedTierHitPopulatesL1(t *testing.T) {
 	f := newFixture(t, nil)
 	e := cache.NewEntry(qrJPEG(t, qrText, 430), "image/jpeg", "")
-	f.l2.Set(context.Background(), key(11), e)
+	f.l2.Set(context.Background(), unlimited.App, key(11), e)
 	fetch := answering(qrJPEG(t, "another", 430))
 	res, err := f.codes.Get(context.Background(), key(11), unlimited, fetch)
 	if err != nil || res.Status != codes.SharedHit || res.Entry != e || res.NumUsed != "" {
@@ -711,12 +714,12 @@ func TestSharedTierFaultIsAMiss(t *testing.T) {
 	}
 }
 
-// elsewhere is a Flight whose load always ran elsewhere (another replica,
-// in the shared tier to come): Get must take its entry as shared.
+// elsewhere is a Flight whose load always ran in another caller of this
+// process: Get must take its entry as collapsed.
 type elsewhere struct{ e *cache.Entry }
 
-func (f elsewhere) Run(context.Context, cache.Key, func(context.Context) (*cache.Entry, error)) (*cache.Entry, bool, error) {
-	return f.e, true, nil
+func (f elsewhere) Run(context.Context, string, cache.Key, func(context.Context) (*cache.Entry, error)) (*cache.Entry, codes.Source, error) {
+	return f.e, codes.Joined, nil
 }
 
 func TestFlightSharedElsewhereIsCollapsed(t *testing.T) {
@@ -741,10 +744,10 @@ type justFinished struct {
 	e  *cache.Entry
 }
 
-func (f justFinished) Run(ctx context.Context, k cache.Key, load func(context.Context) (*cache.Entry, error)) (*cache.Entry, bool, error) {
+func (f justFinished) Run(ctx context.Context, _ string, k cache.Key, load func(context.Context) (*cache.Entry, error)) (*cache.Entry, codes.Source, error) {
 	f.l1.Set(k, f.e)
 	e, err := load(ctx)
-	return e, false, err
+	return e, codes.Own, err
 }
 
 func TestSecondLookFindsWhatAFlightJustStored(t *testing.T) {
@@ -770,9 +773,154 @@ func TestSecondLookFindsWhatAFlightJustStored(t *testing.T) {
 	f.wantLookups(t, map[string]int{"collapsed": 1})
 }
 
+// fleetWaited is a Flight that waited for another replica's flight: that
+// flight stored its entry in L2 (or failed with an errcode), then this
+// process's flight runs load to take the entry from L2 (leading true) or
+// hands its entry to a caller that joined it (leading false).
+type fleetWaited struct {
+	l2      *sharedTier
+	e       *cache.Entry // what the other replica stored; nil: nothing
+	err     error        // the other replica's errcode
+	leading bool
+}
+
+func (f fleetWaited) Run(ctx context.Context, app string, k cache.Key, load func(context.Context) (*cache.Entry, error)) (*cache.Entry, codes.Source, error) {
+	if f.err != nil {
+		return nil, codes.Fleet, f.err
+	}
+	if f.e != nil {
+		f.l2.Set(ctx, app, k, f.e)
+	}
+	if !f.leading {
+		return f.e, codes.Fleet, nil
+	}
+	e, err := load(ctx)
+	if err != nil {
+		return nil, codes.Own, err
+	}
+	return e, codes.Fleet, nil
+}
+
+// A caller that waited for another replica's flight and then found its
+// image in L2 is collapsed onto that flight (detail: shared): no fetch, no
+// Num-Used, and L1 holds the image from then on.
+func TestFleetFlightIsCollapsedShared(t *testing.T) {
+	for _, leading := range []bool{true, false} {
+		t.Run(fmt.Sprintf("leading=%v", leading), func(t *testing.T) {
+			e := cache.NewEntry(qrJPEG(t, qrText, 430), "image/jpeg", "")
+			f := newFixture(t, nil)
+			f.codes = codes.New(codes.Options{L1: f.l1, L2: f.l2, Flight: fleetWaited{l2: f.l2, e: e, leading: leading},
+				Hooks: codes.Hooks{Lookup: func(result string) { f.hooks.inc("lookup:" + result) }}})
+			fetch := answering(qrJPEG(t, "another", 430))
+			res, err := f.codes.Get(context.Background(), key(15), unlimited, fetch)
+			if err != nil || res.Status != codes.CollapsedShared || res.Entry.ETag != e.ETag || res.NumUsed != "" {
+				t.Fatalf("Get = %v (Num-Used %q), %v; want the fleet's entry, collapsed shared", res.Status, res.NumUsed, err)
+			}
+			if got := fetch.calls.Load(); got != 0 {
+				t.Errorf("%d fetches, want 0", got)
+			}
+			if l1, _ := f.stored(key(15)); l1 != leading {
+				t.Errorf("L1 holds the image: %v, want %v (the flight's leader's load fills it)", l1, leading)
+			}
+			f.wantLookups(t, map[string]int{"collapsed": 1})
+		})
+	}
+}
+
+// The leader's load went to take the fleet's image from L2 and found none
+// (the shared tier failed just then): it fetched, and that is its own miss.
+func TestFleetFlightWhoseLoadFetchedIsItsOwnMiss(t *testing.T) {
+	f := newFixture(t, nil)
+	f.codes = codes.New(codes.Options{L1: f.l1, L2: f.l2, Flight: fleetWaited{l2: f.l2, leading: true},
+		Hooks: codes.Hooks{Lookup: func(result string) { f.hooks.inc("lookup:" + result) }}})
+	fetch := answering(qrJPEG(t, qrText, 430))
+	res, err := f.codes.Get(context.Background(), key(16), unlimited, fetch)
+	if err != nil || res.Status != codes.Stored || res.NumUsed != "1" {
+		t.Fatalf("Get = %v (Num-Used %q), %v; want this caller's own fetch, stored", res.Status, res.NumUsed, err)
+	}
+	if got := fetch.calls.Load(); got != 1 {
+		t.Errorf("%d fetches, want 1", got)
+	}
+	f.wantLookups(t, map[string]int{"miss": 1})
+}
+
+// Another replica's flight failed with an errcode: the caller gets it,
+// collapsed, without a fetch of its own.
+func TestFleetFlightFailureIsCollapsed(t *testing.T) {
+	f := newFixture(t, nil)
+	busy := wechat.Errorf(wechat.MinuteQuota, "api minute-quota reach limit")
+	f.codes = codes.New(codes.Options{L1: f.l1, L2: f.l2, Flight: fleetWaited{l2: f.l2, err: busy},
+		Hooks: codes.Hooks{Lookup: func(result string) { f.hooks.inc("lookup:" + result) }}})
+	fetch := answering(qrJPEG(t, qrText, 430))
+	res, err := f.codes.Get(context.Background(), key(17), unlimited, fetch)
+	if err != busy || res.Status != codes.Collapsed || res.Entry != nil {
+		t.Fatalf("Get = %v, %v; want the fleet's errcode, collapsed", res.Status, err)
+	}
+	if got := fetch.calls.Load(); got != 0 {
+		t.Errorf("%d fetches, want 0", got)
+	}
+	f.wantLookups(t, map[string]int{"collapsed": 1})
+}
+
+// The tiers are told the request's app with every key, so a shared tier
+// can file an app's keys together.
+func TestSeamsAreToldTheApp(t *testing.T) {
+	f := newFixture(t, nil)
+	fetch := answering(qrJPEG(t, qrText, 430))
+	other := codes.Request{App: "wxother", Endpoint: wechat.PathUnlimited}
+	if _, err := f.codes.Get(context.Background(), key(18), other, fetch); err != nil {
+		t.Fatal(err)
+	}
+	f.l2.mu.Lock()
+	defer f.l2.mu.Unlock()
+	if fmt.Sprint(f.l2.apps) != "[wxother wxother]" {
+		t.Errorf("L2 was told apps %v, want wxother for its Get and Set", f.l2.apps)
+	}
+}
+
+// refusalLog is a Refusals that records what it is told and answers from
+// a Refusals it wraps (one another Codes shares: a fleet's memory).
+type refusalLog struct {
+	codes.Refusals
+	mu   sync.Mutex
+	told []string
+}
+
+func (r *refusalLog) Refuse(ctx context.Context, app string, k cache.Key) {
+	r.mu.Lock()
+	r.told = append(r.told, fmt.Sprintf("%s %x", app, k[:4]))
+	r.mu.Unlock()
+	r.Refusals.Refuse(ctx, app, k)
+}
+
+// A 45029 heard by one Codes is answered locally by another sharing its
+// Refusals (another replica, in a fleet): no call of its own.
+func TestRefusalsSeamIsShared(t *testing.T) {
+	shared := &refusalLog{Refusals: codes.LocalRefusals(time.Hour, nil)}
+	a := newFixture(t, func(o *codes.Options) { o.Refusals = shared })
+	b := newFixture(t, func(o *codes.Options) { o.Refusals = shared })
+	refusal := wechat.Errorf(wechat.LifetimeQuota, "reach max api daily quota limit rid: 4")
+	fetchA, fetchB := failing(refusal), failing(refusal)
+	wxacode := codes.Request{App: "wxapp", Endpoint: wechat.PathWxacode}
+	if _, err := a.codes.Get(context.Background(), key(19), wxacode, fetchA); err != refusal {
+		t.Fatalf("A: %v, want WeChat's own answer", err)
+	}
+	if _, err := b.codes.Get(context.Background(), key(19), wxacode, fetchB); !errors.Is(err, codes.ErrRefusedBefore) {
+		t.Fatalf("B: %v, want the refusal A heard", err)
+	}
+	if got := fetchB.calls.Load(); got != 0 {
+		t.Errorf("B fetched %d times, want 0", got)
+	}
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if fmt.Sprint(shared.told) != "[wxapp 130000c0]" {
+		t.Errorf("Refuse told %v, want once, with the app", shared.told)
+	}
+}
+
 func TestStatusLabels(t *testing.T) {
 	for s, want := range map[codes.Status]string{codes.Hit: "hit", codes.SharedHit: "shared_hit",
-		codes.Miss: "miss", codes.Stored: "miss", codes.Collapsed: "collapsed"} {
+		codes.Miss: "miss", codes.Stored: "miss", codes.Collapsed: "collapsed", codes.CollapsedShared: "collapsed"} {
 		if got := s.String(); got != want {
 			t.Errorf("%d.String() = %q, want %q", s, got, want)
 		}

@@ -14,12 +14,30 @@ import (
 // every caller its result. Implementations are safe for concurrent use and
 // never modify the entry load returns. load runs detached from any one
 // caller: a caller whose ctx ends gets ctx.Err() and the flight goes on for
-// the others. shared reports that this caller got another caller's load;
-// when Run returns a nil error with shared false, this caller's load ran
-// and has returned. A load that panics is an error, never a crash.
+// the others. from says whose work answered this caller (Own: this
+// caller's load ran and has returned; Joined: another caller's load in
+// this process; Fleet: another replica's flight). app is the app k was
+// made for, for a flight that coordinates in a store keyed by app. A load
+// that panics is an error, never a crash.
 type Flight interface {
-	Run(ctx context.Context, k cache.Key, load func(context.Context) (*cache.Entry, error)) (e *cache.Entry, shared bool, err error)
+	Run(ctx context.Context, app string, k cache.Key, load func(context.Context) (*cache.Entry, error)) (e *cache.Entry, from Source, err error)
 }
+
+// Source says whose work answered a caller of Flight.Run.
+type Source uint8
+
+const (
+	// Own: this caller's load ran, and its result is the answer.
+	Own Source = iota
+	// Joined: another caller's load, in this process.
+	Joined
+	// Fleet: another replica's flight. Its errcode, or its entry, read
+	// from the shared tier by this process's flight running load after
+	// the entry appeared there (so that L1 holds it too); for the caller
+	// whose load that was, load's own result stands if it had to fetch
+	// after all (the shared tier failed just then).
+	Fleet
+)
 
 // LocalFlight returns a Flight among the callers of this process, on
 // x/sync/singleflight.
@@ -27,7 +45,7 @@ func LocalFlight() Flight { return new(localFlight) }
 
 type localFlight struct{ g singleflight.Group }
 
-func (f *localFlight) Run(ctx context.Context, k cache.Key, load func(context.Context) (*cache.Entry, error)) (*cache.Entry, bool, error) {
+func (f *localFlight) Run(ctx context.Context, _ string, k cache.Key, load func(context.Context) (*cache.Entry, error)) (*cache.Entry, Source, error) {
 	var leading atomic.Bool
 	// The caller whose load runs may hang up; the others sharing the
 	// flight must still get its result.
@@ -43,13 +61,19 @@ func (f *localFlight) Run(ctx context.Context, k cache.Key, load func(context.Co
 		}()
 		return load(detached)
 	})
+	from := func() Source {
+		if leading.Load() {
+			return Own
+		}
+		return Joined
+	}
 	select {
 	case <-ctx.Done():
 		// A caller that leaves before its own flight started counts as
-		// sharing: singleflight cannot say which caller it will run.
-		return nil, !leading.Load(), ctx.Err()
+		// joined: singleflight cannot say which caller it will run.
+		return nil, from(), ctx.Err()
 	case res := <-ch:
 		e, _ := res.Val.(*cache.Entry)
-		return e, !leading.Load(), res.Err
+		return e, from(), res.Err
 	}
 }

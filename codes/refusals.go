@@ -2,11 +2,50 @@ package codes
 
 import (
 	"container/list"
+	"context"
 	"sync"
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
 )
+
+// Refusals remembers, per key, the code requests WeChat refused with 45029
+// (the lifetime cap reached: WeChat refuses new parameter sets for good),
+// each for as long as an image would be kept. Implementations are safe
+// for concurrent use, forget on their own, and never fail their caller: a
+// store that cannot answer says "not refused" (asking WeChat again costs
+// a rate slot, never a wrong answer). app is the app k was made for.
+type Refusals interface {
+	// Refused reports whether k was refused and the refusal still holds.
+	Refused(ctx context.Context, app string, k cache.Key) bool
+	// Refuse remembers that WeChat refused k; it returns once callers
+	// asking Refused can see it, or the store has given up.
+	Refuse(ctx context.Context, app string, k cache.Key)
+}
+
+// LocalRefusals returns the Refusals of this process alone: at most 10,000
+// keys, least recently used dropped first, each for ttl (0 is 24h, CACHE_TTL's
+// default) on the clock now (nil is time.Now).
+func LocalRefusals(ttl time.Duration, now func() time.Time) Refusals {
+	if ttl <= 0 {
+		ttl = defaultRefusalTTL
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return localRefusals{r: newRefusals(maxRefusals, ttl), now: now}
+}
+
+type localRefusals struct {
+	r   *refusals
+	now func() time.Time
+}
+
+func (l localRefusals) Refused(_ context.Context, _ string, k cache.Key) bool {
+	return l.r.has(k, l.now())
+}
+
+func (l localRefusals) Refuse(_ context.Context, _ string, k cache.Key) { l.r.add(k, l.now()) }
 
 // refusals remembers the code requests WeChat refused with 45029. Past the
 // lifetime cap WeChat still serves every code it generated before and

@@ -23,6 +23,10 @@ const (
 	cacheStatusCollapsed = "wxa-sidecar; fwd=uri-miss; collapsed"
 	cacheStatusMiss      = "wxa-sidecar; fwd=uri-miss"
 	cacheStatusBypass    = "wxa-sidecar; fwd=bypass"
+	// The shared tier's: found there by this request's flight, or by a
+	// flight that waited for another replica's.
+	cacheStatusSharedHit       = "wxa-sidecar; hit; detail=shared"
+	cacheStatusCollapsedShared = "wxa-sidecar; fwd=uri-miss; collapsed; detail=shared"
 )
 
 // cacheStatusHeader holds each Cache-Status value as a header value, built
@@ -32,15 +36,19 @@ var cacheStatusHeader = map[string][]string{
 	cacheStatusStored:    {cacheStatusStored},
 	cacheStatusCollapsed: {cacheStatusCollapsed},
 	cacheStatusMiss:      {cacheStatusMiss},
+
+	cacheStatusSharedHit:       {cacheStatusSharedHit},
+	cacheStatusCollapsedShared: {cacheStatusCollapsedShared},
 }
 
 // cacheStatusOf is the Cache-Status of each way codes got an image.
 var cacheStatusOf = [...]string{
-	codes.Hit:       cacheStatusHit,
-	codes.SharedHit: cacheStatusHit,
-	codes.Miss:      cacheStatusMiss,
-	codes.Stored:    cacheStatusStored,
-	codes.Collapsed: cacheStatusCollapsed,
+	codes.Hit:             cacheStatusHit,
+	codes.SharedHit:       cacheStatusSharedHit,
+	codes.Miss:            cacheStatusMiss,
+	codes.Stored:          cacheStatusStored,
+	codes.Collapsed:       cacheStatusCollapsed,
+	codes.CollapsedShared: cacheStatusCollapsedShared,
 }
 
 // serveCode answers a POST to one of the code-image endpoints: validated

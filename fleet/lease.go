@@ -1,0 +1,350 @@
+package fleet
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	mathrand "math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/wxa-sidecar/wxa-sidecar/cache"
+	"github.com/wxa-sidecar/wxa-sidecar/codes"
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
+)
+
+// Lease results, the values of fleet_leases_total's result label.
+const (
+	// LeaseAcquired: the flight took the key's lease at once and loaded.
+	LeaseAcquired = "acquired"
+	// LeaseWaited: another replica's flight answered: its image appeared
+	// in the shared tier, or its errcode did.
+	LeaseWaited = "waited"
+	// LeaseTimedOut: the flight waited and no answer came (the holder
+	// crashed, failed without an errcode, outlived its lease, or a poll
+	// failed), so it loaded itself.
+	LeaseTimedOut = "timed_out"
+)
+
+// LeaseResults lists every lease result, for metrics that start at zero.
+var LeaseResults = []string{LeaseAcquired, LeaseWaited, LeaseTimedOut}
+
+// FlightOptions configures NewFlight.
+type FlightOptions struct {
+	// LeaseExpiry is how long a lease holds without being released, and
+	// the longest a flight waits for another replica's: longer than the
+	// longest fetch a holder can make (2 × UPSTREAM_TIMEOUT + the retry
+	// backoff + UPSTREAM_MAX_WAIT). 0 is 25s.
+	LeaseExpiry time.Duration
+	// Poll is the shortest pause between two looks for another replica's
+	// answer; each pause is jittered up to 2.5 × Poll, so waiters do not
+	// look in step. 0 is 20ms.
+	Poll time.Duration
+	// FailureTTL is how long a holder's errcode stays for the waiters to
+	// read; 0 is 1s.
+	FailureTTL time.Duration
+	// Logger receives what goes wrong with a lease; nil is the client's.
+	Logger *slog.Logger
+}
+
+// Flight is codes.Flight across the fleet: one flight per key in this
+// replica (singleflight), and one per key across the fleet (a lease in
+// Redis, taken with SET NX PX and a random owner, released with a
+// compare-and-delete). The holder runs load, which looks in L2 once more
+// and stores what it fetched there before the flight's callers are
+// answered and before the lease is released; the others wait for the
+// image to appear in L2 (or the holder's errcode), up to the lease's
+// expiry, then load themselves. With Redis unreachable it is LocalFlight.
+type Flight struct {
+	c          *Client
+	expiry     time.Duration
+	poll       time.Duration
+	failureTTL time.Duration
+	log        *slog.Logger
+	g          singleflight.Group
+}
+
+var _ codes.Flight = (*Flight)(nil)
+
+// NewFlight returns the fleet's flight on c.
+func NewFlight(c *Client, o FlightOptions) *Flight {
+	if o.LeaseExpiry <= 0 {
+		o.LeaseExpiry = 25 * time.Second
+	}
+	if o.Poll <= 0 {
+		o.Poll = 20 * time.Millisecond
+	}
+	if o.FailureTTL <= 0 {
+		o.FailureTTL = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = c.log
+	}
+	return &Flight{c: c, expiry: o.LeaseExpiry, poll: o.Poll, failureTTL: o.FailureTTL, log: o.Logger}
+}
+
+// flightResult is what this replica's flight for a key answers every
+// caller: the entry, and whether another replica's flight produced it.
+type flightResult struct {
+	e     *cache.Entry
+	fleet bool
+}
+
+// Run implements codes.Flight.
+func (f *Flight) Run(ctx context.Context, app string, k cache.Key, load func(context.Context) (*cache.Entry, error)) (*cache.Entry, codes.Source, error) {
+	var leading atomic.Bool
+	// The caller whose flight this is may hang up; the others sharing it
+	// must still get its result.
+	detached := context.WithoutCancel(ctx)
+	ch := f.g.DoChan(string(k[:]), func() (v any, err error) {
+		leading.Store(true)
+		defer func() {
+			// DoChan re-panics in a goroutine of its own, which would
+			// kill the process.
+			if r := recover(); r != nil {
+				v, err = flightResult{}, fmt.Errorf("fleet: panic while loading a code: %v", r)
+			}
+		}()
+		e, fleet, err := f.lead(detached, app, k, load)
+		return flightResult{e: e, fleet: fleet}, err
+	})
+	from := func(fleet bool) codes.Source {
+		switch {
+		case fleet:
+			return codes.Fleet
+		case leading.Load():
+			return codes.Own
+		}
+		return codes.Joined
+	}
+	select {
+	case <-ctx.Done():
+		return nil, from(false), ctx.Err()
+	case res := <-ch:
+		r, _ := res.Val.(flightResult)
+		return r.e, from(r.fleet), res.Err
+	}
+}
+
+// flightKeys are one key's names in Redis.
+type flightKeys struct{ image, lease, failure string }
+
+// lead is this replica's flight for k: take the lease and load, or wait
+// for the holder's answer. fleet reports that the answer is another
+// replica's (its entry, read from L2 by load; or its errcode).
+func (f *Flight) lead(ctx context.Context, app string, k cache.Key, load func(context.Context) (*cache.Entry, error)) (e *cache.Entry, fleet bool, err error) {
+	hexKey := hex.EncodeToString(k[:])
+	keys := flightKeys{image: imageKey(f.c, app, k), lease: f.c.Key(app, "lease", hexKey),
+		failure: f.c.Key(app, "fail", hexKey)}
+	owner := newOwner()
+	deadline := time.Now().Add(f.expiry)
+	waited := false
+	for {
+		holder, err := f.acquire(ctx, keys.lease, owner)
+		if err != nil {
+			// Redis unreachable: this replica's flight alone.
+			if waited {
+				f.c.Lease(LeaseTimedOut)
+			}
+			e, err := load(ctx)
+			return e, false, err
+		}
+		if holder == owner {
+			if waited {
+				f.c.Lease(LeaseTimedOut)
+			} else {
+				f.c.Lease(LeaseAcquired)
+			}
+			e, err := f.hold(ctx, keys, owner, load)
+			return e, false, err
+		}
+		waited = true
+		switch answer, holderErr := f.wait(ctx, keys, holder, deadline); answer {
+		case imageAppeared:
+			f.c.Lease(LeaseWaited)
+			// load reads it from L2 (checked) and fills L1.
+			e, err := load(ctx)
+			if err != nil {
+				return nil, false, err
+			}
+			return e, true, nil
+		case holderFailed:
+			f.c.Lease(LeaseWaited)
+			return nil, true, holderErr
+		case leaseReleased:
+			// The holder left no answer: take the lease ourselves.
+			continue
+		default: // gaveUp
+			f.c.Lease(LeaseTimedOut)
+			e, err := load(ctx)
+			return e, false, err
+		}
+	}
+}
+
+// acquireScript takes KEYS[1] for ARGV[1] for ARGV[2] ms unless another
+// holds it, and answers the holder.
+var acquireScript = redis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return ARGV[1]
+end
+return redis.call('GET', KEYS[1])
+`)
+
+// acquire returns the lease's holder: owner when this flight took it.
+func (f *Flight) acquire(ctx context.Context, lease, owner string) (string, error) {
+	var holder string
+	err := f.c.Do(ctx, OpLease, func(ctx context.Context) error {
+		var err error
+		holder, err = acquireScript.Run(ctx, f.c.rdb, []string{lease}, owner, f.expiry.Milliseconds()).Text()
+		return err
+	})
+	if err == nil && holder == "" {
+		err = errors.New("fleet: lease answered no holder")
+	}
+	return holder, err
+}
+
+// hold runs load under the lease, then releases it, leaving the errcode
+// of a failed load for the waiters.
+func (f *Flight) hold(ctx context.Context, keys flightKeys, owner string, load func(context.Context) (*cache.Entry, error)) (e *cache.Entry, err error) {
+	var marker []byte
+	// Deferred: a load that panics releases the lease too.
+	defer func() { f.release(ctx, keys, owner, marker) }()
+	e, err = load(ctx)
+	var we *wechat.Error
+	if err != nil && errors.As(err, &we) {
+		marker = encodeFailure(owner, we)
+	}
+	return e, err
+}
+
+// releaseScript leaves the failure marker ARGV[2] (if any) for ARGV[3] ms
+// and deletes the lease KEYS[1], only while ARGV[1] still holds it: a
+// holder that outlived its lease touches neither the next holder's lease
+// nor its waiters.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+end
+return redis.call('DEL', KEYS[1])
+`)
+
+func (f *Flight) release(ctx context.Context, keys flightKeys, owner string, marker []byte) {
+	// The release is the fleet's, not this request's: a request whose
+	// budget one failed L2 call spent still lets the waiters go, rather
+	// than have them wait out the lease. This is at most its second
+	// Redis failure: the lease was taken, so the first call succeeded.
+	err := f.c.Do(withoutBudget(ctx), OpLease, func(ctx context.Context) error {
+		return releaseScript.Run(ctx, f.c.rdb, []string{keys.lease, keys.failure},
+			owner, marker, f.failureTTL.Milliseconds()).Err()
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		f.log.Debug("fleet: lease not released; it expires by itself", "key", keys.lease, "error", err.Error())
+	}
+}
+
+type answer int
+
+const (
+	gaveUp answer = iota
+	imageAppeared
+	holderFailed
+	leaseReleased
+)
+
+// pollScript answers, at one instant, whether the image is there, the
+// failure marker and the lease's holder.
+var pollScript = redis.NewScript(`
+return {redis.call('EXISTS', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}
+`)
+
+// wait looks for holder's answer, with jittered pauses, until deadline.
+// A failed look ends the wait: this request spends no more on Redis.
+func (f *Flight) wait(ctx context.Context, keys flightKeys, holder string, deadline time.Time) (answer, error) {
+	for {
+		pause := f.poll + mathrand.N(f.poll*3/2+1)
+		left := time.Until(deadline)
+		if left <= 0 {
+			return gaveUp, nil
+		}
+		t := time.NewTimer(min(pause, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return gaveUp, nil
+		case <-t.C:
+		}
+		var got []any
+		err := f.c.Do(ctx, OpL2Get, func(ctx context.Context) error {
+			var err error
+			got, err = pollScript.Run(ctx, f.c.rdb, []string{keys.image, keys.failure, keys.lease}).Slice()
+			return err
+		})
+		if err != nil || len(got) != 3 {
+			return gaveUp, nil
+		}
+		if n, _ := got[0].(int64); n == 1 {
+			return imageAppeared, nil
+		}
+		if marker, ok := got[1].(string); ok {
+			if err := decodeFailure(marker, holder); err != nil {
+				return holderFailed, err
+			}
+		}
+		if current, _ := got[2].(string); current != holder {
+			return leaseReleased, nil
+		}
+	}
+}
+
+// failure is a holder's errcode as the waiters read it.
+type failure struct {
+	Owner  string `json:"owner"`
+	Status int    `json:"status"`
+	Code   int    `json:"errcode"`
+	Msg    string `json:"errmsg"`
+}
+
+func encodeFailure(owner string, we *wechat.Error) []byte {
+	b, _ := json.Marshal(failure{Owner: owner, Status: we.Status, Code: int(we.Code), Msg: we.Msg})
+	return b
+}
+
+// decodeFailure returns the errcode holder left, or nil for a marker of
+// another holder's (an earlier flight's, still within its TTL) or one
+// that does not parse.
+func decodeFailure(marker, holder string) error {
+	var m failure
+	if json.Unmarshal([]byte(marker), &m) != nil || m.Owner != holder || m.Code == 0 {
+		return nil
+	}
+	we := wechat.Errorf(wechat.Errcode(m.Code), m.Msg)
+	if m.Status != 0 {
+		we.Status = m.Status
+	}
+	return we
+}
+
+// newOwner is a lease owner value no other flight will draw.
+func newOwner() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// withoutBudget is ctx without its request's budget (its values and
+// deadline otherwise kept).
+func withoutBudget(ctx context.Context) context.Context {
+	return context.WithValue(ctx, budgetKey{}, (*budget)(nil))
+}
