@@ -15,13 +15,12 @@ const module = "github.com/wxa-sidecar/wxa-sidecar"
 // by reading its direct imports. A prefix ending in "/" matches a whole
 // tree; otherwise the path must match exactly or be a subpackage.
 var importRules = map[string][]string{
-	"wechat":   {module + "/"},
-	"wxacode":  {"net/http", module + "/cache", module + "/quota"},
-	"quota":    {"net/http", "github.com/prometheus/"},
-	"cache":    {module + "/wxacode", module + "/wechat"},
-	"upstream": {module + "/cache", module + "/proxy"},
-	"codes":    {"net/http/httputil", "github.com/redis/", "golang.org/x/time/rate"},
-	"proxy":    {"github.com/dgraph-io/ristretto", "golang.org/x/time/rate"},
+	"wechat":  {module + "/"},
+	"wxacode": {"net/http", module + "/cache", module + "/quota"},
+	"quota":   {"net/http", "github.com/prometheus/"},
+	"cache":   {module + "/wxacode", module + "/wechat"},
+	"codes":   {"net/http/httputil", "github.com/redis/", "golang.org/x/time/rate"},
+	"proxy":   {"github.com/dgraph-io/ristretto", "golang.org/x/time/rate"},
 	// The fake shares no code with what it tests.
 	"wechattest": {module + "/"},
 	"token":      {module + "/cache", module + "/proxy", module + "/quota", module + "/codes"},

@@ -245,11 +245,18 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 	for _, m := range s.tokens {
 		s.metrics.ObserveTokenExpiry(m.AppID(), func() float64 { return m.Status().ExpiresInSeconds })
 	}
+	co := codes.Options{L1: c, RefusalTTL: cfg.CacheTTL, Logger: log, Hooks: s.metrics.CodesHooks()}
+	if s.redis != nil {
+		co.L2 = fleet.NewL2(s.redis, fleet.L2Options{TTL: cfg.CacheTTL, Logger: log})
+		co.Flight = fleet.NewFlight(s.redis, fleet.FlightOptions{LeaseExpiry: leaseExpiry(cfg), Logger: log})
+		co.Refusals = fleet.NewRefusals(s.redis, fleet.RefusalsOptions{TTL: cfg.CacheTTL})
+		co.Scope = fleet.Scope
+	}
 	p, err := proxy.New(proxy.Options{
 		Apps:            apps,
 		Upstream:        up,
 		Quota:           s.gate,
-		Codes:           codes.Options{L1: c, RefusalTTL: cfg.CacheTTL, Logger: log, Hooks: s.metrics.CodesHooks()},
+		Codes:           co,
 		MaxBodyBytes:    cfg.MaxBodyBytes,
 		MaxUploadBytes:  cfg.MaxUploadBytes,
 		BodyReadTimeout: cfg.BodyReadTimeout,
@@ -285,6 +292,15 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		s.drain.guard(s.qrcode)
 	}
 	return s, nil
+}
+
+// leaseExpiry is how long a replica's fleet-wide lease on one code's fetch
+// lasts: longer than the longest its fetch can take (two attempts, each
+// waiting up to UPSTREAM_MAX_WAIT for a slot and UPSTREAM_TIMEOUT for
+// WeChat, the backoff between them), so a live holder never loses it, and
+// no longer, so the others take over soon after a holder dies.
+func leaseExpiry(cfg config.Config) time.Duration {
+	return 2*(cfg.UpstreamTimeout+cfg.UpstreamMaxWait) + 200*time.Millisecond + 5*time.Second
 }
 
 // adminReadTimeout bounds a whole request on the admin port.

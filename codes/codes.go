@@ -157,11 +157,15 @@ type Options struct {
 	// discards.
 	Logger *slog.Logger
 	Hooks  Hooks
+	// Scope, when set, gives a miss's context what the shared tier keeps
+	// per request (its Redis budget); a hit never calls it.
+	Scope func(context.Context) context.Context
 }
 
 // Codes answers code images by key. It is safe for concurrent use.
 type Codes struct {
 	l1           L1
+	scope        func(context.Context) context.Context
 	l2           cache.Shared
 	flight       Flight
 	retryBackoff time.Duration
@@ -182,7 +186,7 @@ func New(o Options) *Codes {
 	if o.L1 == nil {
 		panic("codes: Options.L1 is required")
 	}
-	c := &Codes{l1: o.L1, l2: o.L2, flight: o.Flight, refusals: o.Refusals, retryBackoff: o.RetryBackoff,
+	c := &Codes{l1: o.L1, scope: o.Scope, l2: o.L2, flight: o.Flight, refusals: o.Refusals, retryBackoff: o.RetryBackoff,
 		now: o.Now, log: o.Logger, hooks: o.Hooks, capLogged: map[Request]bool{}}
 	if c.l2 == nil {
 		c.l2 = cache.NoShared
@@ -226,6 +230,9 @@ func (c *Codes) Get(ctx context.Context, k cache.Key, r Request, f Fetcher) (Res
 
 // miss answers a Get whose L1 lookup missed.
 func (c *Codes) miss(ctx context.Context, k cache.Key, r Request, f Fetcher) (Result, error) {
+	if c.scope != nil {
+		ctx = c.scope(ctx)
+	}
 	if c.refusals.Refused(ctx, r.App, k) {
 		c.lookup(Miss)
 		return Result{Status: Miss}, ErrRefusedBefore

@@ -21,7 +21,7 @@ import (
 
 // sidecar is one replica's codes on the fleet's tiers, as main wires them.
 type sidecar struct {
-	*replica
+	*leaseReplica
 	codes   *codes.Codes
 	lookups map[string]int
 	mu      sync.Mutex
@@ -29,13 +29,13 @@ type sidecar struct {
 
 func newSidecar(t *testing.T, name, url string) *sidecar {
 	t.Helper()
-	r := newReplica(t, name, url, FlightOptions{})
+	r := newLeaseReplica(t, name, url, FlightOptions{})
 	l1, err := cache.NewMemory(cache.Options{MaxBytes: 16 << 20, TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(l1.Close)
-	s := &sidecar{replica: r, lookups: map[string]int{}}
+	s := &sidecar{leaseReplica: r, lookups: map[string]int{}}
 	s.codes = codes.New(codes.Options{L1: l1, L2: r.l2, Flight: r.flight,
 		Refusals: NewRefusals(r.c, RefusalsOptions{TTL: time.Hour}), RetryBackoff: time.Millisecond,
 		Hooks: codes.Hooks{Lookup: func(result string) { s.mu.Lock(); s.lookups[result]++; s.mu.Unlock() }}})

@@ -18,7 +18,7 @@ import (
 
 // replica is one sidecar's share of the tier: its own client, L2 and
 // flight, and what it reported.
-type replica struct {
+type leaseReplica struct {
 	name   string
 	c      *Client
 	l2     *L2
@@ -29,9 +29,9 @@ type replica struct {
 	leases map[string]int
 }
 
-func newReplica(t *testing.T, name, url string, fo FlightOptions) *replica {
+func newLeaseReplica(t *testing.T, name, url string, fo FlightOptions) *leaseReplica {
 	t.Helper()
-	r := &replica{name: name, rec: &seen{}, leases: map[string]int{}}
+	r := &leaseReplica{name: name, rec: &seen{}, leases: map[string]int{}}
 	h := r.rec.hooks()
 	h.Lease = func(result string) { r.mu.Lock(); r.leases[result]++; r.mu.Unlock() }
 	c, err := New(Options{URL: url, Hooks: h})
@@ -43,14 +43,14 @@ func newReplica(t *testing.T, name, url string, fo FlightOptions) *replica {
 	return r
 }
 
-func (r *replica) leaseResults() string {
+func (r *leaseReplica) leaseResults() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return fmt.Sprint(r.leases)
 }
 
 // reported reports whether the replica's client reported op with result.
-func (r *replica) reported(opResult string) bool {
+func (r *leaseReplica) reported(opResult string) bool {
 	return strings.Contains(","+r.rec.list()+",", ","+opResult+",")
 }
 
@@ -69,7 +69,7 @@ func newOrigin() *origin {
 
 // load is what codes' load does, in short: L2, else fetch and store in L2
 // before answering. loads counts how often it ran on this replica.
-func (o *origin) load(r *replica, app string, k cache.Key, loads *atomic.Int64) func(context.Context) (*cache.Entry, error) {
+func (o *origin) load(r *leaseReplica, app string, k cache.Key, loads *atomic.Int64) func(context.Context) (*cache.Entry, error) {
 	return func(ctx context.Context) (*cache.Entry, error) {
 		if loads != nil {
 			loads.Add(1)
@@ -95,7 +95,7 @@ type runResult struct {
 	err  error
 }
 
-func (r *replica) runAsync(ctx context.Context, app string, k cache.Key, load func(context.Context) (*cache.Entry, error)) <-chan runResult {
+func (r *leaseReplica) runAsync(ctx context.Context, app string, k cache.Key, load func(context.Context) (*cache.Entry, error)) <-chan runResult {
 	ch := make(chan runResult, 1)
 	go func() {
 		e, from, err := r.flight.Run(ctx, app, k, load)
@@ -128,7 +128,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 
 // holdLease starts replica a's flight for k and returns once its fetch
 // (held by o) has started: a holds the lease.
-func holdLease(t *testing.T, a *replica, o *origin, k cache.Key) <-chan runResult {
+func holdLease(t *testing.T, a *leaseReplica, o *origin, k cache.Key) <-chan runResult {
 	t.Helper()
 	ch := a.runAsync(context.Background(), "wxapp", k, o.load(a, "wxapp", k, nil))
 	select {
@@ -144,8 +144,8 @@ func holdLease(t *testing.T, a *replica, o *origin, k cache.Key) <-chan runResul
 // Redis, put there before the holder answered and let the lease go.
 func TestOneFetchForAKeyAcrossTheFleet(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	a := newReplica(t, "a", srv.URL, FlightOptions{})
-	b := newReplica(t, "b", srv.URL, FlightOptions{})
+	a := newLeaseReplica(t, "a", srv.URL, FlightOptions{})
+	b := newLeaseReplica(t, "b", srv.URL, FlightOptions{})
 	o := newOrigin()
 	k := testKey(10)
 	fromA := holdLease(t, a, o, k)
@@ -186,8 +186,8 @@ func hexOf(k cache.Key) string { return fmt.Sprintf("%x", k[:]) }
 // the same errcode without a fetch of its own.
 func TestHolderErrcodeReachesTheWaitersWithoutAFetch(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	a := newReplica(t, "a", srv.URL, FlightOptions{})
-	b := newReplica(t, "b", srv.URL, FlightOptions{})
+	a := newLeaseReplica(t, "a", srv.URL, FlightOptions{})
+	b := newLeaseReplica(t, "b", srv.URL, FlightOptions{})
 	o := newOrigin()
 	o.err = wechat.Errorf(wechat.DailyQuota, "reach max api daily quota limit rid: 5")
 	k := testKey(11)
@@ -220,7 +220,7 @@ func TestHolderErrcodeReachesTheWaitersWithoutAFetch(t *testing.T) {
 // it out, then takes the lease and loads itself.
 func TestCrashedHolderIsWaitedOutThenTheWaiterLoads(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	b := newReplica(t, "b", srv.URL, FlightOptions{Poll: 5 * time.Millisecond})
+	b := newLeaseReplica(t, "b", srv.URL, FlightOptions{Poll: 5 * time.Millisecond})
 	o := newOrigin()
 	close(o.letGo)
 	k := testKey(12)
@@ -257,7 +257,7 @@ func TestCrashedHolderIsWaitedOutThenTheWaiterLoads(t *testing.T) {
 // waiter stops waiting at its own expiry and loads, leaving the lease.
 func TestWaiterLoadsItselfAtTheLeaseExpiry(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	b := newReplica(t, "b", srv.URL, FlightOptions{LeaseExpiry: 300 * time.Millisecond, Poll: 5 * time.Millisecond})
+	b := newLeaseReplica(t, "b", srv.URL, FlightOptions{LeaseExpiry: 300 * time.Millisecond, Poll: 5 * time.Millisecond})
 	o := newOrigin()
 	close(o.letGo)
 	k := testKey(13)
@@ -278,13 +278,13 @@ func TestWaiterLoadsItselfAtTheLeaseExpiry(t *testing.T) {
 // Redis gone: each replica is its own flight; nobody fails.
 func TestRedisDownEachReplicaLoadsAlone(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	a := newReplica(t, "a", srv.URL, FlightOptions{})
-	b := newReplica(t, "b", srv.URL, FlightOptions{})
+	a := newLeaseReplica(t, "a", srv.URL, FlightOptions{})
+	b := newLeaseReplica(t, "b", srv.URL, FlightOptions{})
 	srv.Stop()
 	o := newOrigin()
 	close(o.letGo)
 	k := testKey(14)
-	for _, r := range []*replica{a, b} {
+	for _, r := range []*leaseReplica{a, b} {
 		res := receive(t, r.name, r.runAsync(fleetScope(), "wxapp", k, o.load(r, "wxapp", k, nil)))
 		if res.err != nil || res.from != codes.Own || res.e == nil {
 			t.Errorf("%s: %v, %v; want its own load", r.name, res.from, res.err)
@@ -304,7 +304,7 @@ func fleetScope() context.Context { return Scope(context.Background()) }
 // one timeout and loads alone.
 func TestRedisPausedTheFlightLoadsAlone(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	a := newReplica(t, "a", srv.URL, FlightOptions{})
+	a := newLeaseReplica(t, "a", srv.URL, FlightOptions{})
 	a.c.Redis().Ping(context.Background()) // a connection in the pool
 	srv.Pause()
 	t.Cleanup(srv.Resume)
@@ -325,8 +325,8 @@ func TestRedisPausedTheFlightLoadsAlone(t *testing.T) {
 // for the holder (still fetching) or the lease's expiry.
 func TestFailedPollEndsTheWait(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	a := newReplica(t, "a", srv.URL, FlightOptions{LeaseExpiry: time.Minute})
-	b := newReplica(t, "b", srv.URL, FlightOptions{LeaseExpiry: time.Minute})
+	a := newLeaseReplica(t, "a", srv.URL, FlightOptions{LeaseExpiry: time.Minute})
+	b := newLeaseReplica(t, "b", srv.URL, FlightOptions{LeaseExpiry: time.Minute})
 	o := newOrigin()
 	k := testKey(16)
 	fromA := holdLease(t, a, o, k)

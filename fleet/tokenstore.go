@@ -2,8 +2,6 @@ package fleet
 
 import (
 	"context"
-	crand "crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -222,11 +220,4 @@ func (s *TokenStore) Lock(ctx context.Context, appID string, ttl time.Duration) 
 		})
 		return err
 	}, nil
-}
-
-// newOwner is a lease holder's name, unique across the fleet.
-func newOwner() string {
-	var b [16]byte
-	crand.Read(b[:]) // never fails (crypto/rand)
-	return hex.EncodeToString(b[:])
 }

@@ -75,9 +75,9 @@ func (ts *timers) next(t *testing.T) timerCall {
 	}
 }
 
-// replica is one sidecar's token side: its own Redis client and store, its
+// tokenReplica is one sidecar's token side: its own Redis client and store, its
 // own Manager, all on the fleet's clock.
-type replica struct {
+type tokenReplica struct {
 	c      *Client
 	store  *TokenStore
 	m      *token.Manager
@@ -104,14 +104,14 @@ func (f *fleetFixture) logger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-func (f *fleetFixture) replica(t *testing.T, mode token.Mode) *replica {
+func (f *fleetFixture) replica(t *testing.T, mode token.Mode) *tokenReplica {
 	t.Helper()
 	c, err := New(Options{URL: f.url, Logger: f.logger(), Now: f.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	r := &replica{c: c, store: NewTokenStore(c), timers: newTimers()}
+	r := &tokenReplica{c: c, store: NewTokenStore(c), timers: newTimers()}
 	r.m, err = token.New(token.Options{AppID: wechattest.DemoAppID, Secret: wechattest.DemoSecret,
 		BaseURL: f.fake.URL, Mode: mode, Now: f.clock.Now, After: r.timers.After,
 		Jitter: func(d time.Duration) time.Duration { return d }, Logger: f.logger(), Store: r.store})
@@ -121,8 +121,8 @@ func (f *fleetFixture) replica(t *testing.T, mode token.Mode) *replica {
 	return r
 }
 
-func (f *fleetFixture) replicas(t *testing.T, n int, mode token.Mode) []*replica {
-	rs := make([]*replica, n)
+func (f *fleetFixture) replicas(t *testing.T, n int, mode token.Mode) []*tokenReplica {
+	rs := make([]*tokenReplica, n)
 	for i := range rs {
 		rs[i] = f.replica(t, mode)
 	}
@@ -130,7 +130,7 @@ func (f *fleetFixture) replicas(t *testing.T, n int, mode token.Mode) []*replica
 }
 
 // run starts r's background refresh and returns once it waits.
-func (r *replica) run(t *testing.T) {
+func (r *tokenReplica) run(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -151,7 +151,7 @@ func (r *replica) run(t *testing.T) {
 
 // fireAll ends every replica's pending wait at once and waits until each
 // has refreshed (or found nothing due) and waits again.
-func fireAll(t *testing.T, f *fleetFixture, rs []*replica) {
+func fireAll(t *testing.T, f *fleetFixture, rs []*tokenReplica) {
 	t.Helper()
 	for _, r := range rs {
 		r.wait.fire <- f.clock.Now()
@@ -179,7 +179,7 @@ func works(t *testing.T, fake *wechattest.Server, tok string) bool {
 }
 
 // tokensOf asks every replica for a token from several goroutines at once.
-func tokensOf(t *testing.T, rs []*replica, perReplica int, get func(*token.Manager) (token.Token, error)) []string {
+func tokensOf(t *testing.T, rs []*tokenReplica, perReplica int, get func(*token.Manager) (token.Token, error)) []string {
 	t.Helper()
 	got := make([]string, perReplica*len(rs))
 	var wg sync.WaitGroup
