@@ -87,6 +87,8 @@ func render(t *testing.T, dir string) rendered {
 			var m podMonitor
 			strict(t, doc, &m)
 			r.monitors = append(r.monitors, m)
+		case "PrometheusRule":
+			// components/prometheusrule: prometheusrule_test.go checks it.
 		default:
 			t.Fatalf("%s renders an unexpected %q", dir, meta.Kind)
 		}
