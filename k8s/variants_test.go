@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -217,14 +218,15 @@ func TestEveryOverlayWithEveryComponentSet(t *testing.T) {
 			d := deps[0]
 			native := isNative(d)
 			spec := d.Spec.Template.Spec
-			sc := checkSidecar(t, spec, native)
+			var sc corev1.Container
 			if v.user != nil {
 				if native != (v.user.inject == injectNative) {
 					t.Errorf("the user asked for %q, got native %v", v.user.inject, native)
 				}
+				sc = checkSidecar(t, spec, native)
 				checkUsersKept(t, *v.user, r)
 			} else {
-				checkPod(t, d, native)
+				sc = checkPod(t, d, native)
 			}
 
 			seen := map[string]bool{}
