@@ -195,7 +195,21 @@ func TestPrometheusRuleComponentPatchesNothing(t *testing.T) {
 	}
 	without := renderBaseWith(t)
 	with := renderBaseWith(t, "prometheusrule")
-	if !reflect.DeepEqual(without, with) {
+	var rules int
+	var others []object
+	for _, o := range with.others {
+		if o.Kind == "PrometheusRule" {
+			rules++
+			continue
+		}
+		others = append(others, o)
+	}
+	if rules != 1 {
+		t.Errorf("the prometheusrule component adds %d PrometheusRules, want 1", rules)
+	}
+	if !reflect.DeepEqual(without.deployments, with.deployments) || !reflect.DeepEqual(without.services, with.services) ||
+		!reflect.DeepEqual(without.configMaps, with.configMaps) || !reflect.DeepEqual(without.monitors, with.monitors) ||
+		!reflect.DeepEqual(without.others, others) {
 		t.Error("the prometheusrule component changes the base's objects")
 	}
 }

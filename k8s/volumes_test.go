@@ -16,66 +16,7 @@ import (
 
 // ourContainers are the containers of this project in a pod; the app's
 // container is the user's.
-var ourContainers = []string{"wxa-sidecar"}
-
-// variants renders every way this directory can be deployed: each
-// kustomization on its own, and the base with every subset of the
-// components (the components patch initContainers/0, so they apply to the
-// native-sidecar base only; overlays/full is one of those subsets).
-func variants(t *testing.T) map[string]rendered {
-	t.Helper()
-	out := map[string]rendered{}
-	for _, dir := range kustomizations {
-		out[dir] = render(t, dir)
-	}
-	entries, err := os.ReadDir("components")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var components []string
-	for _, e := range entries {
-		if e.IsDir() {
-			components = append(components, e.Name())
-		}
-	}
-	for subset := 1; subset < 1<<len(components); subset++ {
-		var names []string
-		for i, c := range components {
-			if subset&(1<<i) != 0 {
-				names = append(names, c)
-			}
-		}
-		out["base+"+strings.Join(names, "+")] = renderBaseWith(t, names...)
-	}
-	return out
-}
-
-// renderBaseWith renders the base with the named components, as an overlay
-// of the user's would.
-func renderBaseWith(t *testing.T, components ...string) rendered {
-	t.Helper()
-	here, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	// kustomize refuses absolute paths to other kustomizations.
-	rel := func(p string) string {
-		r, err := filepath.Rel(dir, filepath.Join(here, p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
-	kz := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - " + rel("base") + "\ncomponents:\n"
-	for _, c := range components {
-		kz += "  - " + rel(filepath.Join("components", c)) + "\n"
-	}
-	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kz), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return render(t, dir)
-}
+var ourContainers = []string{sidecarName}
 
 // fileAttrs is what stat would say of a file in a volume.
 type fileAttrs struct {
@@ -257,7 +198,11 @@ func secretFilesReadable(spec corev1.PodSpec) (checked, problems []string) {
 				problems = append(problems, fmt.Sprintf("%s reads %s: %v", c.Name, p, idErr))
 				continue
 			}
-			f := kubeletFile(mode, spec.SecurityContext.FSGroup)
+			var fsGroup *int64
+			if spec.SecurityContext != nil {
+				fsGroup = spec.SecurityContext.FSGroup
+			}
+			f := kubeletFile(mode, fsGroup)
 			if !canRead(id, f) {
 				problems = append(problems, fmt.Sprintf("%s (uid %d, groups %v) cannot read %s (%s): the kubelet makes it %d:%d mode %04o",
 					c.Name, id.uid, id.gids, p, source, f.uid, f.gid, f.mode))
@@ -268,11 +213,14 @@ func secretFilesReadable(spec corev1.PodSpec) (checked, problems []string) {
 }
 
 // The pod never started with the Secret at 0400 root:root and no fsGroup:
-// uid 65532 got permission denied and the sidecar exited 2.
+// uid 65532 got permission denied and the sidecar exited 2. The sidecar
+// component may not set an fsGroup (the pod's securityContext is the
+// user's), so its files must be readable with the user's fsGroup and
+// without one: the variants include the user's Deployment both ways.
 func TestOurContainersCanReadTheirSecretAndConfigMapFiles(t *testing.T) {
 	for name, r := range variants(t) {
 		t.Run(name, func(t *testing.T) {
-			for _, d := range r.deployments {
+			for _, d := range injected(r) {
 				checked, problems := secretFilesReadable(d.Spec.Template.Spec)
 				if len(checked) == 0 {
 					t.Errorf("%s: no file of ours on a Secret or ConfigMap volume was found to check", d.Name)
@@ -302,6 +250,8 @@ func TestKubeletOwnershipModel(t *testing.T) {
 		{"0400 with fsGroup 65532, nonroot", 0o400, corev1.PodSecurityContext{FSGroup: ptr(int64(65532))}, nonroot, true},
 		{"0400 with any fsGroup: it is a supplementary group", 0o400, corev1.PodSecurityContext{FSGroup: ptr(int64(2000))}, nonroot, true},
 		{"0644 without fsGroup, nonroot", 0o644, corev1.PodSecurityContext{}, nonroot, true},
+		{"0444 without fsGroup, nonroot (the sidecar component's)", 0o444, corev1.PodSecurityContext{}, nonroot, true},
+		{"0444 with the user's fsGroup, nonroot", 0o444, corev1.PodSecurityContext{FSGroup: ptr(int64(2000))}, nonroot, true},
 		{"0440 without fsGroup, gid 0", 0o440, corev1.PodSecurityContext{},
 			&corev1.SecurityContext{RunAsUser: ptr(int64(65532)), RunAsGroup: ptr(int64(0))}, true},
 		{"0400 without fsGroup, uid 0", 0o400, corev1.PodSecurityContext{}, &corev1.SecurityContext{RunAsUser: ptr(int64(0))}, true},
@@ -352,6 +302,8 @@ func TestKubeletOwnershipModelOnARealFile(t *testing.T) {
 		{0o400, ptr(int64(65532)), 65532, 65532},
 		{0o400, ptr(int64(2000)), 65532, 65532},
 		{0o644, nil, 65532, 65532},
+		{0o444, nil, 65532, 65532},
+		{0o444, ptr(int64(2000)), 65532, 65532},
 		{0o440, nil, 65532, 0},
 		{0o600, ptr(int64(65532)), 65532, 65532},
 	}
