@@ -244,12 +244,12 @@ func (c *Config) validate() []error {
 // same text, or the same port where either binds every interface (":8080"
 // and "127.0.0.1:8080"). Port 0 picks a free port and never clashes.
 func sameSocket(a, b string) bool {
-	if a == b {
-		return true
-	}
 	hostA, portA, errA := net.SplitHostPort(a)
 	hostB, portB, errB := net.SplitHostPort(b)
-	if errA != nil || errB != nil || portA != portB || portA == "0" {
+	if errA != nil || errB != nil {
+		return a == b
+	}
+	if portA != portB || portA == "0" {
 		return false
 	}
 	return hostA == hostB || everyInterface(hostA) || everyInterface(hostB)
