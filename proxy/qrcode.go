@@ -103,16 +103,37 @@ func etagMatches(header, etag string) bool {
 // behind a Service or Ingress, unlike the token-injecting API port.
 func (p *Proxy) QRCodeHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a, apiPath, err := p.appFromPrefix(r.URL.Path)
-		if err != nil || apiPath != "/qrcode" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
-			writeErrcode(w, http.StatusNotFound, wechat.InvalidURL, "invalid url: this port serves only GET /qrcode")
+		start := p.now()
+		if p.logsAccess(r) {
+			rec := newAccessRecorder(w)
+			p.serveQRCodePort(rec, r, start)
+			p.logAccess(listenerQRCode, r, rec, start)
 			return
 		}
-		start := p.now()
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		p.serveQRCode(rec, r, a)
-		p.observeRequest(routeQRCode, rec.status, start)
+		p.serveQRCodePort(w, r, start)
 	})
+}
+
+// serveQRCodePort answers one request on the QRCODE_ADDR port; only
+// /qrcode counts in the request metrics.
+func (p *Proxy) serveQRCodePort(w http.ResponseWriter, r *http.Request, start time.Time) {
+	a, apiPath, err := p.appFromPrefix(r.URL.Path)
+	if err != nil || apiPath != "/qrcode" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+		writeErrcode(w, http.StatusNotFound, wechat.InvalidURL, "invalid url: this port serves only GET /qrcode")
+		return
+	}
+	var rec interface {
+		http.ResponseWriter
+		statusCode() int
+	}
+	if ar, ok := w.(*accessRecorder); ok {
+		ar.note(p, r, a, apiPath)
+		rec = ar
+	} else {
+		rec = &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	}
+	p.serveQRCode(rec, r, a)
+	p.observeRequest(routeQRCode, rec.statusCode(), start)
 }
 
 func maxAge(seconds int64) string { return "public, max-age=" + strconv.FormatInt(seconds, 10) }
