@@ -175,9 +175,9 @@ func TestAccessLogOnTheQRCodePort(t *testing.T) {
 func TestLeadingErrcode(t *testing.T) {
 	for body, want := range map[string]int64{
 		`{"errcode":45011,"errmsg":"api minute-quota reach limit"}`: 45011,
-		`{"errmsg":"ok","errcode":0,"list":[1,2`:                     0,
-		`{"data":{"errcode":5},"errcode":-1}`:                        -1,
-		`{"errcode":40001,"errm`:                                     40001,
+		`{"errmsg":"ok","errcode":0,"list":[1,2`:                    0,
+		`{"data":{"errcode":5},"errcode":-1}`:                       -1,
+		`{"errcode":40001,"errm`:                                    40001,
 	} {
 		if got, ok := leadingErrcode([]byte(body)); !ok || got != want {
 			t.Errorf("%s: %d %v, want %d", body, got, ok, want)
