@@ -54,7 +54,9 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	var showHelp bool
 	flags.BoolVar(&showHelp, "help", false, "print this help and exit")
 	flags.BoolVar(&showHelp, "h", false, "print this help and exit")
-	flags.Usage = func() { fmt.Fprintln(stderr, "usage: wxa-sidecar [--demo] [--version] [--help]; configured by the environment (--help lists it)") }
+	flags.Usage = func() {
+		fmt.Fprintln(stderr, "usage: wxa-sidecar [--demo] [--version] [--help]; configured by the environment (--help lists it)")
+	}
 	if err := flags.Parse(args); err != nil {
 		return 2
 	}
