@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
@@ -29,6 +31,23 @@ func accessLines(t *testing.T, logs string) []map[string]any {
 		}
 	}
 	return lines
+}
+
+// waitForAccessLines waits up to 10 s for n lines: a line is written as
+// its request ends, which may be after the caller has read a large image.
+func waitForAccessLines(t *testing.T, logs *wechattest.LogBuffer, n int) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lines := accessLines(t, logs.String())
+		if len(lines) >= n {
+			return lines
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d access log lines, want %d:\n%s", len(lines), n, logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func withAccessLog(o *Options) { o.AccessLog = true }
@@ -77,6 +96,8 @@ func TestAccessLogOneLinePerRequestWithoutSecrets(t *testing.T) {
 		if resp.status != step.want.status {
 			t.Fatalf("step %d: status %d, want %d: %s", i, resp.status, step.want.status, truncate(resp.body, 200))
 		}
+		// One request's line before the next request starts: in order.
+		waitForAccessLines(t, h.logs, i+1)
 		var answer struct {
 			AccessToken string `json:"access_token"`
 		}
@@ -135,6 +156,15 @@ func TestAccessLogOffOrAboveInfoWritesNothing(t *testing.T) {
 			}})
 			h.postJSON(pathUnlimited, `{"scene":"quiet"}`)
 			h.get("/cgi-bin/getcallbackip")
+			// A request is counted after its line would be written.
+			deadline := time.Now().Add(10 * time.Second)
+			for testutil.ToFloat64(h.metrics.Requests.WithLabelValues(routeWxacode, "200")) < 1 ||
+				testutil.ToFloat64(h.metrics.Requests.WithLabelValues(routePassthrough, "200")) < 1 {
+				if time.Now().After(deadline) {
+					t.Fatal("the requests were never counted")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
 			if lines := accessLines(t, logs.String()); len(lines) != 0 {
 				t.Errorf("%d access log lines, want none: %v", len(lines), lines)
 			}
@@ -145,12 +175,13 @@ func TestAccessLogOffOrAboveInfoWritesNothing(t *testing.T) {
 func TestAccessLogOnTheQRCodePort(t *testing.T) {
 	h := newHarness(t, harnessOptions{cache: true, proxy: withAccessLog})
 	url := newServer(t, h.proxy.QRCodeHandler())
-	for _, path := range []string{"/qrcode?scene=port", "/apps/" + wechattest.DemoAppID + "/qrcode?scene=port", "/cgi-bin/getcallbackip"} {
+	for i, path := range []string{"/qrcode?scene=port", "/apps/" + wechattest.DemoAppID + "/qrcode?scene=port", "/cgi-bin/getcallbackip"} {
 		resp, err := http.Get(url + path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
+		waitForAccessLines(t, h.logs, i+1)
 	}
 	lines := accessLines(t, h.logs.String())
 	if len(lines) != 3 {

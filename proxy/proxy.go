@@ -240,8 +240,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.logsAccess(r) {
 		rec := newAccessRecorder(w)
 		route := p.serve(rec, r)
-		p.observeRequest(route, rec.status, start)
+		// Logged before it is counted: once a request shows in the
+		// metrics, its line is written.
 		p.logAccess(listenerAPI, r, rec, start)
+		p.observeRequest(route, rec.status, start)
 		return
 	}
 	// Without the access log a cache hit allocates nothing more than this
@@ -396,8 +398,6 @@ type statusRecorder struct {
 	status      int
 	wroteHeader bool
 }
-
-func (s *statusRecorder) statusCode() int { return s.status }
 
 func (s *statusRecorder) WriteHeader(code int) {
 	if !s.wroteHeader {

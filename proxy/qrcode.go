@@ -106,34 +106,33 @@ func (p *Proxy) QRCodeHandler() http.Handler {
 		start := p.now()
 		if p.logsAccess(r) {
 			rec := newAccessRecorder(w)
-			p.serveQRCodePort(rec, r, start)
+			counted := p.serveQRCodePort(rec, r)
 			p.logAccess(listenerQRCode, r, rec, start)
+			if counted {
+				p.observeRequest(routeQRCode, rec.status, start)
+			}
 			return
 		}
-		p.serveQRCodePort(w, r, start)
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		if p.serveQRCodePort(rec, r) {
+			p.observeRequest(routeQRCode, rec.status, start)
+		}
 	})
 }
 
-// serveQRCodePort answers one request on the QRCODE_ADDR port; only
-// /qrcode counts in the request metrics.
-func (p *Proxy) serveQRCodePort(w http.ResponseWriter, r *http.Request, start time.Time) {
+// serveQRCodePort answers one request on the QRCODE_ADDR port and reports
+// whether it was a /qrcode request, the only kind the metrics count.
+func (p *Proxy) serveQRCodePort(w http.ResponseWriter, r *http.Request) bool {
 	a, apiPath, err := p.appFromPrefix(r.URL.Path)
 	if err != nil || apiPath != "/qrcode" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
 		writeErrcode(w, http.StatusNotFound, wechat.InvalidURL, "invalid url: this port serves only GET /qrcode")
-		return
+		return false
 	}
-	var rec interface {
-		http.ResponseWriter
-		statusCode() int
+	if rec, ok := w.(*accessRecorder); ok {
+		rec.note(p, r, a, apiPath)
 	}
-	if ar, ok := w.(*accessRecorder); ok {
-		ar.note(p, r, a, apiPath)
-		rec = ar
-	} else {
-		rec = &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-	}
-	p.serveQRCode(rec, r, a)
-	p.observeRequest(routeQRCode, rec.statusCode(), start)
+	p.serveQRCode(w, r, a)
+	return true
 }
 
 func maxAge(seconds int64) string { return "public, max-age=" + strconv.FormatInt(seconds, 10) }
