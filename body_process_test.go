@@ -98,7 +98,7 @@ func TestBodyReadTimeoutAnswers408(t *testing.T) {
 	if got := fake.Calls("/wxa/msg_sec_check"); got != 0 {
 		t.Errorf("a stalled body reached WeChat %d times", got)
 	}
-	if !strings.Contains(p.stderr.String(), `"body_read_timeout":300000000`) {
+	if !strings.Contains(p.stderr.String(), `"body_read_timeout":"300ms"`) {
 		t.Errorf("the config log does not report BODY_READ_TIMEOUT:\n%s", p.stderr.String())
 	}
 }

@@ -51,8 +51,18 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	flags.SetOutput(stderr)
 	demo := flags.Bool("demo", false, "run against a built-in fake WeChat on loopback, with demo credentials")
 	showVersion := flags.Bool("version", false, "print the version and exit")
+	var showHelp bool
+	flags.BoolVar(&showHelp, "help", false, "print this help and exit")
+	flags.BoolVar(&showHelp, "h", false, "print this help and exit")
+	flags.Usage = func() {
+		fmt.Fprintln(stderr, "usage: wxa-sidecar [--demo] [--version] [--help]; configured by the environment (--help lists it)")
+	}
 	if err := flags.Parse(args); err != nil {
 		return 2
+	}
+	if showHelp {
+		writeHelp(stdout, flags)
+		return 0
 	}
 	if *showVersion {
 		fmt.Fprintln(stdout, "wxa-sidecar", version)
@@ -109,7 +119,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		log.Error("server failed", "error", err)
 		return 1
 	}
-	log.Info("shutting down", "delay", cfg.ShutdownDelay, "timeout", cfg.ShutdownTimeout)
+	log.Info("shutting down", "delay", cfg.ShutdownDelay.String(), "timeout", cfg.ShutdownTimeout.String())
 	s.ready.Store(false)
 	// From here every response says Connection: close and idle connections
 	// are closed (net/http does both), so a caller's next request opens a
@@ -262,6 +272,7 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		BodyReadTimeout: cfg.BodyReadTimeout,
 		AllowedPaths:    cfg.AllowedPaths,
 		Logger:          log,
+		AccessLog:       cfg.AccessLog,
 		Metrics:         s.metrics,
 		CacheTTL:        cfg.CacheTTL,
 		Scope:           s.scope,
@@ -330,12 +341,22 @@ func unreadBodyCloses(next http.Handler) http.Handler {
 // log (http.Transport's "Unsolicited response received on idle HTTP
 // channel", for one) is JSON too, at WARN.
 func newLogger(stderr io.Writer, level slog.Leveler) *slog.Logger {
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level, ReplaceAttr: durationAsString}))
 	// A JSON handler writes to stderr itself, never back through package
 	// log, so routing package log into it cannot loop.
 	slog.SetDefault(log)
 	slog.SetLogLoggerLevel(slog.LevelWarn)
 	return log
+}
+
+// durationAsString writes a duration as Go does ("25s"), wherever it is
+// logged: the JSON handler's default, a number of nanoseconds
+// (25000000000), is unreadable.
+func durationAsString(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // listen binds every port before anything is served, so a port in use
@@ -450,6 +471,12 @@ func (s *sidecar) adminHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		// A browser gets a page, curl | jq (Accept: */*) the JSON.
+		w.Header().Set("Vary", "Accept")
+		if prefersHTML(r.Header.Values("Accept")) {
+			writeStatusHTML(w, s.status())
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -458,8 +485,17 @@ func (s *sidecar) adminHandler() http.Handler {
 	return mux
 }
 
-// status is /status: what a person needs at 3 a.m., never a token.
-func (s *sidecar) status() any {
+// statusReport is /status: what a person needs at 3 a.m., never a token.
+type statusReport struct {
+	Version string         `json:"version"`
+	Ready   bool           `json:"ready"`
+	Apps    []token.Status `json:"apps"`
+	Limits  []quota.Status `json:"limits"`
+	Cache   cache.Stats    `json:"cache"`
+	Redis   *fleet.Status  `json:"redis,omitempty"`
+}
+
+func (s *sidecar) status() statusReport {
 	apps := make([]token.Status, 0, len(s.tokens))
 	for _, m := range s.tokens {
 		apps = append(apps, m.Status())
@@ -469,14 +505,7 @@ func (s *sidecar) status() any {
 		st := s.redis.Status()
 		redis = &st
 	}
-	return struct {
-		Version string         `json:"version"`
-		Ready   bool           `json:"ready"`
-		Apps    []token.Status `json:"apps"`
-		Limits  []quota.Status `json:"limits"`
-		Cache   cache.Stats    `json:"cache"`
-		Redis   *fleet.Status  `json:"redis,omitempty"`
-	}{version, s.ready.Load(), apps, s.gate.Status(), s.cache.Stats(), redis}
+	return statusReport{version, s.ready.Load(), apps, s.gate.Status(), s.cache.Stats(), redis}
 }
 
 // loopbackAddr names a bound address a local curl can reach.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/url"
 	"os"
 	"strconv"
@@ -34,50 +35,57 @@ type RateLimit struct {
 
 // Config is everything the environment says. The names are a contract:
 // manifests and tools depend on them.
+//
+// Each variable's help tag is its one description: --help prints it, and a
+// test fails when a variable lacks one.
 type Config struct {
-	AppID         string `env:"WECHAT_APP_ID"`
-	AppSecret     string `env:"WECHAT_APP_SECRET"`
-	AppSecretFile string `env:"WECHAT_APP_SECRET_FILE"`
-	AppsFile      string `env:"WECHAT_APPS_FILE"`
-	APIURL        string `env:"WECHAT_API_URL" envDefault:"https://api.weixin.qq.com"`
+	AppID         string `env:"WECHAT_APP_ID" help:"the mini program's appid (single-app mode)"`
+	AppSecret     string `env:"WECHAT_APP_SECRET" help:"its secret; or WECHAT_APP_SECRET_FILE (one of the two is required)"`
+	AppSecretFile string `env:"WECHAT_APP_SECRET_FILE" help:"a file holding the secret (a mounted Kubernetes Secret; surrounding whitespace trimmed)"`
+	AppsFile      string `env:"WECHAT_APPS_FILE" help:"multi-app mode: a file of appid:secret lines (blank lines and # comments ignored)"`
+	APIURL        string `env:"WECHAT_API_URL" envDefault:"https://api.weixin.qq.com" help:"the upstream every call goes to; tests point it at a fake"`
 
-	ListenAddr string `env:"LISTEN_ADDR" envDefault:":8080"`
-	AdminAddr  string `env:"ADMIN_ADDR" envDefault:":9102"`
-	QRCodeAddr string `env:"QRCODE_ADDR"`
+	ListenAddr string `env:"LISTEN_ADDR" envDefault:"127.0.0.1:8080" help:"the API port the backend calls; it injects a real token into whatever it is sent, so keep it on loopback (:8080 binds every interface)"`
+	AdminAddr  string `env:"ADMIN_ADDR" envDefault:":9102" help:"/healthz, /readyz, /metrics and /status, never on the API port"`
+	QRCodeAddr string `env:"QRCODE_ADDR" help:"an extra port serving only GET /qrcode, safe behind a Service; empty: off"`
 
-	TokenMode          string        `env:"TOKEN_MODE" envDefault:"stable"`
-	TokenRefreshMargin time.Duration `env:"TOKEN_REFRESH_MARGIN" envDefault:"3m"`
+	TokenMode          string        `env:"TOKEN_MODE" envDefault:"stable" help:"stable (POST /cgi-bin/stable_token) or classic (GET /cgi-bin/token)"`
+	TokenRefreshMargin time.Duration `env:"TOKEN_REFRESH_MARGIN" envDefault:"3m" help:"refresh the token this long before it expires (under WeChat's 5-minute overlap)"`
 
-	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"10s"`
-	MaxBodyBytes    int64         `env:"MAX_BODY_BYTES" envDefault:"1048576"`
-	MaxUploadBytes  int64         `env:"MAX_UPLOAD_BYTES" envDefault:"16777216"`
-	BodyReadTimeout time.Duration `env:"BODY_READ_TIMEOUT" envDefault:"30s"`
-	AllowedPaths    []string      `env:"ALLOWED_PATHS" envSeparator:","`
+	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"10s" help:"per upstream call"`
+	MaxBodyBytes    int64         `env:"MAX_BODY_BYTES" envDefault:"1048576" help:"larger request bodies are refused with 413"`
+	MaxUploadBytes  int64         `env:"MAX_UPLOAD_BYTES" envDefault:"16777216" help:"multipart uploads stream through unbuffered up to this size"`
+	BodyReadTimeout time.Duration `env:"BODY_READ_TIMEOUT" envDefault:"30s" help:"the whole request body must arrive within this once it is first read; otherwise 408 and the connection is closed"`
+	AllowedPaths    []string      `env:"ALLOWED_PATHS" envSeparator:"," help:"comma-separated path prefixes the API port serves, e.g. /wxa/,/cgi-bin/wxaapp/; empty: every path"`
 
-	ShutdownDelay   time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s"`
-	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
-	LogLevelName    string        `env:"LOG_LEVEL" envDefault:"info"`
+	ShutdownDelay   time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s" help:"after SIGTERM, keep serving this long before draining (lets the app stop first)"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s" help:"how long in-flight requests may take to finish after that"`
+	LogLevelName    string        `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error; JSON lines on standard error"`
+	// AccessLog logs one line per request on the API and QRCODE_ADDR
+	// ports, never the admin port, which the kubelet probes every few
+	// seconds.
+	AccessLog bool `env:"ACCESS_LOG" envDefault:"false" help:"one JSON line per request on the API and QRCODE_ADDR ports, at info level (true or false); never a query, body, token or secret"`
 
-	CacheMaxBytes int64         `env:"CACHE_MAX_BYTES" envDefault:"268435456"`
-	CacheTTL      time.Duration `env:"CACHE_TTL" envDefault:"24h"`
+	CacheMaxBytes int64         `env:"CACHE_MAX_BYTES" envDefault:"268435456" help:"image cache capacity in bytes"`
+	CacheTTL      time.Duration `env:"CACHE_TTL" envDefault:"24h" help:"how long an image is kept, and the max-age of GET /qrcode"`
 
-	UpstreamRPS     float64       `env:"UPSTREAM_RPS" envDefault:"82.5"`
-	UpstreamBurst   int           `env:"UPSTREAM_BURST" envDefault:"50"`
-	UpstreamMaxWait time.Duration `env:"UPSTREAM_MAX_WAIT" envDefault:"2s"`
-	UpstreamLimits  string        `env:"UPSTREAM_LIMITS"`
+	UpstreamRPS     float64       `env:"UPSTREAM_RPS" envDefault:"82.5" help:"upstream calls per second, per app and endpoint (the whole fleet's with REDIS_URL)"`
+	UpstreamBurst   int           `env:"UPSTREAM_BURST" envDefault:"50" help:"burst of the same limiter"`
+	UpstreamMaxWait time.Duration `env:"UPSTREAM_MAX_WAIT" envDefault:"2s" help:"how long a caller may queue for a slot; 0s refuses at once"`
+	UpstreamLimits  string        `env:"UPSTREAM_LIMITS" help:"per-endpoint limits, comma-separated PATH=N/UNIT[:BURST], e.g. /wxa/generatescheme=100/s"`
 	// QuotaCooldown 0 means until the next midnight China time.
-	QuotaCooldown time.Duration `env:"QUOTA_COOLDOWN" envDefault:"0s"`
+	QuotaCooldown time.Duration `env:"QUOTA_COOLDOWN" envDefault:"0s" help:"how long a 45009 (daily quota) closes an endpoint; 0s: until midnight UTC+8"`
 
 	// RedisURL, when set, makes the fleet share one Redis: images, leases,
 	// limits, cool-downs and tokens. Empty: every replica on its own.
-	RedisURL          string        `env:"REDIS_URL"`
-	RedisPasswordFile string        `env:"REDIS_PASSWORD_FILE"`
-	RedisCAFile       string        `env:"REDIS_CA_FILE"`
-	RedisKeyPrefix    string        `env:"REDIS_KEY_PREFIX" envDefault:"wxa:"`
-	RedisTimeout      time.Duration `env:"REDIS_TIMEOUT" envDefault:"100ms"`
+	RedisURL          string        `env:"REDIS_URL" help:"one Redis shared by every replica: redis://, rediss:// (TLS) or a Cluster as redis://host1:port?addr=host2:port; empty: each replica alone. Never logged"`
+	RedisPasswordFile string        `env:"REDIS_PASSWORD_FILE" help:"a file holding the Redis password (a mounted Secret); wins over a password in REDIS_URL"`
+	RedisCAFile       string        `env:"REDIS_CA_FILE" help:"a PEM CA, added to the system's, to verify a rediss:// server"`
+	RedisKeyPrefix    string        `env:"REDIS_KEY_PREFIX" envDefault:"wxa:" help:"starts every Redis key"`
+	RedisTimeout      time.Duration `env:"REDIS_TIMEOUT" envDefault:"100ms" help:"per Redis operation"`
 	// FleetSize is how many replicas share the limits: while Redis is
 	// unreachable each keeps 1/FleetSize of them locally.
-	FleetSize int `env:"FLEET_SIZE" envDefault:"1"`
+	FleetSize int `env:"FLEET_SIZE" envDefault:"1" help:"how many replicas share the limits: while Redis is unreachable each keeps 1/FLEET_SIZE of them"`
 	// RedisPassword is read from RedisPasswordFile; it wins over a
 	// password in RedisURL. Never logged.
 	RedisPassword string `env:"-"`
@@ -143,22 +151,6 @@ func parseProblems(err error, environ map[string]string) []error {
 	return out
 }
 
-// envName maps a Config field to its variable for error messages.
-func envName(field string) string {
-	names := map[string]string{
-		"TokenRefreshMargin": "TOKEN_REFRESH_MARGIN", "UpstreamTimeout": "UPSTREAM_TIMEOUT",
-		"MaxBodyBytes": "MAX_BODY_BYTES", "MaxUploadBytes": "MAX_UPLOAD_BYTES", "BodyReadTimeout": "BODY_READ_TIMEOUT",
-		"ShutdownDelay": "SHUTDOWN_DELAY", "ShutdownTimeout": "SHUTDOWN_TIMEOUT",
-		"CacheMaxBytes": "CACHE_MAX_BYTES", "CacheTTL": "CACHE_TTL", "UpstreamRPS": "UPSTREAM_RPS",
-		"UpstreamBurst": "UPSTREAM_BURST", "UpstreamMaxWait": "UPSTREAM_MAX_WAIT", "QuotaCooldown": "QUOTA_COOLDOWN",
-		"RedisTimeout": "REDIS_TIMEOUT", "FleetSize": "FLEET_SIZE",
-	}
-	if n, ok := names[field]; ok {
-		return n
-	}
-	return field
-}
-
 func describeType(t string) string {
 	switch t {
 	case "time.Duration":
@@ -167,6 +159,8 @@ func describeType(t string) string {
 		return "not a whole number (sizes are plain integers of bytes)"
 	case "float64":
 		return "not a number"
+	case "bool":
+		return "not a boolean (true, false, 1, 0)"
 	}
 	return "invalid value"
 }
@@ -183,10 +177,10 @@ func (c *Config) validate() []error {
 	if c.ListenAddr == "" {
 		bad("LISTEN_ADDR: must not be empty")
 	}
-	if c.AdminAddr == "" || c.AdminAddr == c.ListenAddr {
+	if c.AdminAddr == "" || sameSocket(c.AdminAddr, c.ListenAddr) {
 		bad("ADMIN_ADDR: %q must be set and differ from LISTEN_ADDR (the admin port is never the API port)", c.AdminAddr)
 	}
-	if c.QRCodeAddr != "" && (c.QRCodeAddr == c.ListenAddr || c.QRCodeAddr == c.AdminAddr) {
+	if c.QRCodeAddr != "" && (sameSocket(c.QRCodeAddr, c.ListenAddr) || sameSocket(c.QRCodeAddr, c.AdminAddr)) {
 		bad("QRCODE_ADDR: %q must differ from LISTEN_ADDR and ADMIN_ADDR", c.QRCodeAddr)
 	}
 	if c.TokenMode != "stable" && c.TokenMode != "classic" {
@@ -244,6 +238,26 @@ func (c *Config) validate() []error {
 	p = append(p, errs...)
 	p = append(p, c.validateRedis()...)
 	return p
+}
+
+// sameSocket reports two listen addresses that cannot both be bound: the
+// same text, or the same port where either binds every interface (":8080"
+// and "127.0.0.1:8080"). Port 0 picks a free port and never clashes.
+func sameSocket(a, b string) bool {
+	hostA, portA, errA := net.SplitHostPort(a)
+	hostB, portB, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil {
+		return a == b
+	}
+	if portA != portB || portA == "0" {
+		return false
+	}
+	return hostA == hostB || everyInterface(hostA) || everyInterface(hostB)
+}
+
+func everyInterface(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || (ip != nil && ip.IsUnspecified())
 }
 
 // validateRedis checks the shared tier's variables; the URL's own form is
@@ -415,7 +429,15 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.Any("apps", ids), slog.String("api_url", c.APIURL), slog.String("listen", c.ListenAddr),
 		slog.String("admin", c.AdminAddr), slog.String("qrcode", c.QRCodeAddr), slog.String("token_mode", c.TokenMode),
-		slog.Duration("body_read_timeout", c.BodyReadTimeout), slog.Bool("redis", c.RedisURL != ""),
+		// Durations as Go writes them ("30s"): a JSON number of
+		// nanoseconds is unreadable.
+		slog.String("token_refresh_margin", c.TokenRefreshMargin.String()),
+		slog.String("upstream_timeout", c.UpstreamTimeout.String()),
+		slog.String("body_read_timeout", c.BodyReadTimeout.String()),
+		slog.String("shutdown_delay", c.ShutdownDelay.String()),
+		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
+		slog.String("cache_ttl", c.CacheTTL.String()),
+		slog.Bool("access_log", c.AccessLog), slog.Bool("redis", c.RedisURL != ""),
 		slog.Int("fleet_size", c.FleetSize),
 	)
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -29,7 +30,7 @@ func TestDefaults(t *testing.T) {
 	}
 	checks := map[string][2]any{
 		"APIURL":          {c.APIURL, "https://api.weixin.qq.com"},
-		"ListenAddr":      {c.ListenAddr, ":8080"},
+		"ListenAddr":      {c.ListenAddr, "127.0.0.1:8080"},
 		"AdminAddr":       {c.AdminAddr, ":9102"},
 		"QRCodeAddr":      {c.QRCodeAddr, ""},
 		"TokenMode":       {c.TokenMode, "stable"},
@@ -46,6 +47,7 @@ func TestDefaults(t *testing.T) {
 		"Burst":           {c.UpstreamBurst, 50},
 		"MaxWait":         {c.UpstreamMaxWait, 2 * time.Second},
 		"QuotaCooldown":   {c.QuotaCooldown, time.Duration(0)},
+		"AccessLog":       {c.AccessLog, false},
 	}
 	for name, v := range checks {
 		if v[0] != v[1] {
@@ -178,7 +180,93 @@ func TestBodyReadTimeout(t *testing.T) {
 	}
 	var logged bytes.Buffer
 	slog.New(slog.NewJSONHandler(&logged, nil)).Info("start", "config", c)
-	if !strings.Contains(logged.String(), `"body_read_timeout":750000000`) {
+	if !strings.Contains(logged.String(), `"body_read_timeout":"750ms"`) {
 		t.Errorf("config log lacks body_read_timeout: %s", logged.String())
+	}
+}
+
+func TestEveryVariableHasHelp(t *testing.T) {
+	vars := Variables()
+	if len(vars) < 30 {
+		t.Fatalf("Variables() lists %d variables; want every env field of Config", len(vars))
+	}
+	seen := map[string]bool{}
+	for _, v := range vars {
+		if strings.TrimSpace(v.Help) == "" {
+			t.Errorf("%s has no help tag: --help would not say what it means", v.Name)
+		}
+		if seen[v.Name] {
+			t.Errorf("%s listed twice", v.Name)
+		}
+		seen[v.Name] = true
+	}
+	for _, name := range []string{"WECHAT_APP_ID", "LISTEN_ADDR", "ACCESS_LOG", "REDIS_URL", "FLEET_SIZE"} {
+		if !seen[name] {
+			t.Errorf("Variables() lacks %s", name)
+		}
+	}
+	for _, v := range vars {
+		if v.Name == "LISTEN_ADDR" && v.Default != "127.0.0.1:8080" {
+			t.Errorf("LISTEN_ADDR default %q, want 127.0.0.1:8080", v.Default)
+		}
+	}
+}
+
+func TestAccessLog(t *testing.T) {
+	for value, want := range map[string]bool{"true": true, "1": true, "TRUE": true, "false": false, "0": false} {
+		c, err := Load(with("ACCESS_LOG", value))
+		if err != nil || c.AccessLog != want {
+			t.Errorf("ACCESS_LOG=%s: %v, err %v; want %v", value, c.AccessLog, err, want)
+		}
+	}
+	_, err := Load(with("ACCESS_LOG", "yes"))
+	if err == nil || !strings.Contains(err.Error(), "ACCESS_LOG") || !strings.Contains(err.Error(), "not a boolean") {
+		t.Errorf("ACCESS_LOG=yes: error %v, want one naming ACCESS_LOG as not a boolean", err)
+	}
+}
+
+// TestConfigLogsDurationsAsStrings: a JSON number of nanoseconds
+// (25000000000) is unreadable in a log.
+func TestConfigLogsDurationsAsStrings(t *testing.T) {
+	c, err := Load(base())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("start", "config", c)
+	var line struct {
+		Config map[string]any `json:"config"`
+	}
+	if err := json.Unmarshal(logged.Bytes(), &line); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"token_refresh_margin": "3m0s", "upstream_timeout": "10s", "body_read_timeout": "30s",
+		"shutdown_delay": "0s", "shutdown_timeout": "25s", "cache_ttl": "24h0m0s"}
+	for k, v := range want {
+		if got, ok := line.Config[k].(string); !ok || got != v {
+			t.Errorf("config.%s = %#v, want the string %q", k, line.Config[k], v)
+		}
+	}
+}
+
+// TestPortsThatCannotBothBeBound: with LISTEN_ADDR on loopback by default,
+// an ADMIN_ADDR of ":8080" would fail only at bind time.
+func TestPortsThatCannotBothBeBound(t *testing.T) {
+	for _, tt := range []struct {
+		listen, admin string
+		ok            bool
+	}{
+		{"127.0.0.1:8080", ":8080", false},
+		{"127.0.0.1:8080", "0.0.0.0:8080", false},
+		{"[::]:8080", "127.0.0.1:8080", false},
+		{"127.0.0.1:8080", "127.0.0.1:8080", false},
+		{"127.0.0.1:8080", "127.0.0.2:8080", true},
+		{"127.0.0.1:8080", ":9102", true},
+		{"127.0.0.1:0", "127.0.0.1:0", true},
+	} {
+		_, err := Load(with("LISTEN_ADDR", tt.listen, "ADMIN_ADDR", tt.admin))
+		if (err == nil) != tt.ok {
+			t.Errorf("LISTEN_ADDR=%s ADMIN_ADDR=%s: error %v, want ok=%v", tt.listen, tt.admin, err, tt.ok)
+		}
 	}
 }

@@ -75,8 +75,13 @@ type Options struct {
 	BodyReadTimeout time.Duration
 	// AllowedPaths, when not empty, are the only path prefixes served.
 	AllowedPaths []string
-	// Logger receives warnings about failed upstream calls; default discard.
+	// Logger receives warnings about failed upstream calls, and the access
+	// log; default discard.
 	Logger *slog.Logger
+	// AccessLog logs one line per request at info level through Logger
+	// (so a level above info silences it): never a query, body, token or
+	// secret.
+	AccessLog bool
 	// Metrics receives every observation; default a private, unexported set.
 	Metrics *metrics.Metrics
 	// CacheTTL is how long a client may keep an image from GET /qrcode
@@ -100,6 +105,7 @@ type Proxy struct {
 	bodyTimeout  time.Duration
 	allowed      []string
 	log          *slog.Logger
+	accessLog    bool
 	metrics      *metrics.Metrics
 	now          func() time.Time
 	reverseProxy *httputil.ReverseProxy
@@ -136,6 +142,7 @@ func New(opts Options) (*Proxy, error) {
 		bodyTimeout: opts.BodyReadTimeout,
 		allowed:     opts.AllowedPaths,
 		log:         opts.Logger,
+		accessLog:   opts.AccessLog,
 		metrics:     opts.Metrics,
 		now:         opts.Now,
 		quota:       opts.Quota,
@@ -230,6 +237,17 @@ const (
 // ServeHTTP routes one call of the backend.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := p.now()
+	if p.logsAccess(r) {
+		rec := newAccessRecorder(w)
+		route := p.serve(rec, r)
+		// Logged before it is counted: once a request shows in the
+		// metrics, its line is written.
+		p.logAccess(listenerAPI, r, rec, start)
+		p.observeRequest(route, rec.status, start)
+		return
+	}
+	// Without the access log a cache hit allocates nothing more than this
+	// recorder.
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	route := p.serve(rec, r)
 	p.observeRequest(route, rec.status, start)
@@ -261,6 +279,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) string {
 	if err != nil {
 		writeError(w, err)
 		return routePassthrough
+	}
+	if rec, ok := w.(*accessRecorder); ok {
+		rec.note(p, r, a, apiPath)
 	}
 	if apiPath == "/qrcode" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		p.serveQRCode(w, r, a)

@@ -103,16 +103,36 @@ func etagMatches(header, etag string) bool {
 // behind a Service or Ingress, unlike the token-injecting API port.
 func (p *Proxy) QRCodeHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a, apiPath, err := p.appFromPrefix(r.URL.Path)
-		if err != nil || apiPath != "/qrcode" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
-			writeErrcode(w, http.StatusNotFound, wechat.InvalidURL, "invalid url: this port serves only GET /qrcode")
+		start := p.now()
+		if p.logsAccess(r) {
+			rec := newAccessRecorder(w)
+			counted := p.serveQRCodePort(rec, r)
+			p.logAccess(listenerQRCode, r, rec, start)
+			if counted {
+				p.observeRequest(routeQRCode, rec.status, start)
+			}
 			return
 		}
-		start := p.now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		p.serveQRCode(rec, r, a)
-		p.observeRequest(routeQRCode, rec.status, start)
+		if p.serveQRCodePort(rec, r) {
+			p.observeRequest(routeQRCode, rec.status, start)
+		}
 	})
+}
+
+// serveQRCodePort answers one request on the QRCODE_ADDR port and reports
+// whether it was a /qrcode request, the only kind the metrics count.
+func (p *Proxy) serveQRCodePort(w http.ResponseWriter, r *http.Request) bool {
+	a, apiPath, err := p.appFromPrefix(r.URL.Path)
+	if err != nil || apiPath != "/qrcode" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+		writeErrcode(w, http.StatusNotFound, wechat.InvalidURL, "invalid url: this port serves only GET /qrcode")
+		return false
+	}
+	if rec, ok := w.(*accessRecorder); ok {
+		rec.note(p, r, a, apiPath)
+	}
+	p.serveQRCode(w, r, a)
+	return true
 }
 
 func maxAge(seconds int64) string { return "public, max-age=" + strconv.FormatInt(seconds, 10) }
