@@ -30,7 +30,8 @@ LABEL org.opencontainers.image.title="wxa-sidecar" \
 COPY --from=build /out/wxa-sidecar /wxa-sidecar
 # Numeric, because the kubelet cannot verify runAsNonRoot for a named user.
 USER 65532:65532
-# 8080 API (127.0.0.1 in the pod: only the pod's own containers call it),
+# 8080 API (127.0.0.1 by default: only the pod's own containers call it;
+# `docker run -p 8080:8080` needs LISTEN_ADDR=:8080),
 # 9102 admin, 8081 optional QRCODE_ADDR.
 EXPOSE 8080 9102 8081
 # No HEALTHCHECK: Kubernetes probes /healthz and /readyz on the admin port.
