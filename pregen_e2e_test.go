@@ -563,3 +563,20 @@ func readManifestLenient(b []byte) [][]string {
 	}
 	return out
 }
+
+// TestPregenReachesWeChatOnlyThroughASidecar: pregen imports none of the
+// sidecar's parts, so it can never hold a token competing with the
+// fleet's (README's "Code layout"; importRules could carry it too).
+func TestPregenReachesWeChatOnlyThroughASidecar(t *testing.T) {
+	p, ok := listPackages(t)[module+"/pregen"]
+	if !ok {
+		t.Fatal("package pregen is missing")
+	}
+	for _, imp := range p.Imports {
+		for _, part := range []string{"proxy", "codes", "upstream", "token", "quota", "cache", "fleet", "config"} {
+			if matchesImport(imp, module+"/"+part) {
+				t.Errorf("pregen imports %s", imp)
+			}
+		}
+	}
+}
