@@ -27,6 +27,7 @@ import (
 	"github.com/wxa-sidecar/wxa-sidecar/config"
 	"github.com/wxa-sidecar/wxa-sidecar/fleet"
 	"github.com/wxa-sidecar/wxa-sidecar/metrics"
+	"github.com/wxa-sidecar/wxa-sidecar/pregen"
 	"github.com/wxa-sidecar/wxa-sidecar/proxy"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
@@ -47,6 +48,10 @@ func main() {
 // run is the whole program; it returns the exit status. The sidecar stops
 // when ctx is done (SIGTERM).
 func run(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "pregen" {
+		// A client of a running sidecar, not a sidecar: no config, no token.
+		return pregen.Main(ctx, args[1:], stdout, stderr)
+	}
 	flags := flag.NewFlagSet("wxa-sidecar", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	demo := flags.Bool("demo", false, "run against a built-in fake WeChat on loopback, with demo credentials")

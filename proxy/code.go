@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
@@ -60,7 +61,13 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 		writeError(w, err)
 		return
 	}
+	onlyCached := onlyIfCached(r.Header)
 	if r.Header.Get("Wechatmp-Signature") != "" {
+		if onlyCached {
+			// Never cached, so never in the cache.
+			writeError(w, errNotCached)
+			return
+		}
 		// A signed body is encrypted: it cannot be keyed by its parameters
 		// and must reach WeChat byte for byte.
 		w.Header().Set("Cache-Status", cacheStatusBypass)
@@ -79,14 +86,42 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 		p.aliases.put(c.app.id, c.path, body, key)
 	}
 	c.body = body
-	res, err := p.codes.Get(r.Context(), key, codes.Request{App: c.app.id, Endpoint: c.endpoint}, c)
-	if err != nil {
+	var res codes.Result
+	if onlyCached {
+		var found bool
+		if res, found = p.codes.Lookup(r.Context(), key, codes.Request{App: c.app.id, Endpoint: c.endpoint}); !found {
+			writeError(w, errNotCached)
+			return
+		}
+	} else if res, err = p.codes.Get(r.Context(), key, codes.Request{App: c.app.id, Endpoint: c.endpoint}, c); err != nil {
 		writeError(w, err)
 		return
 	}
 	// POSTs ignore conditional headers: SDKs never send them, and RFC 9110
 	// would demand 412 rather than 304.
 	writeImage(w, res, false)
+}
+
+// errNotCached answers a request with Cache-Control: only-if-cached whose
+// image is in neither tier: RFC 9111 (5.2.1.7) says 504, and nothing is
+// asked of WeChat. -1 because no errcode of WeChat's means "not cached",
+// and SDKs already read -1 as "try again later".
+var errNotCached = &wechat.Error{Status: http.StatusGatewayTimeout, Code: wechat.SystemBusy,
+	Msg: "system error: not cached, and Cache-Control: only-if-cached forbids asking WeChat (wxa-sidecar)"}
+
+// onlyIfCached reports whether h's Cache-Control carries only-if-cached
+// (RFC 9111 5.2.1.7): answer from the cache or not at all. Directive names
+// are case-insensitive and may come in several header lines.
+func onlyIfCached(h http.Header) bool {
+	for _, line := range h.Values("Cache-Control") {
+		for directive := range strings.SplitSeq(line, ",") {
+			name, _, _ := strings.Cut(directive, "=")
+			if strings.EqualFold(strings.TrimSpace(name), "only-if-cached") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // aliasTable remembers which canonical key a valid raw body stands for, so

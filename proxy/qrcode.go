@@ -38,8 +38,14 @@ func (p *Proxy) serveQRCode(w http.ResponseWriter, r *http.Request, a *app) {
 	}
 	c.body = body
 	key := cache.Key(wxacode.KeyOf(a.id, wechat.PathUnlimited, canonical))
-	res, err := p.codes.Get(r.Context(), key, codes.Request{App: a.id, Endpoint: c.endpoint}, c)
-	if err != nil {
+	var res codes.Result
+	if onlyIfCached(r.Header) {
+		var found bool
+		if res, found = p.codes.Lookup(r.Context(), key, codes.Request{App: a.id, Endpoint: c.endpoint}); !found {
+			writeErrcode(w, errNotCached.Status, errNotCached.Code, errNotCached.Msg)
+			return
+		}
+	} else if res, err = p.codes.Get(r.Context(), key, codes.Request{App: a.id, Endpoint: c.endpoint}, c); err != nil {
 		p.qrcodeError(w, c, err)
 		return
 	}
