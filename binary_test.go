@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -324,41 +322,6 @@ func TestDefaultListenAddrIsLoopback(t *testing.T) {
 // startWithoutListenAddr is startSidecar leaving LISTEN_ADDR to its default.
 func startWithoutListenAddr(t *testing.T, env []string, args ...string) *sidecarProcess {
 	t.Helper()
-	bin, err := buildSidecar()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &sidecarProcess{admin: freePort(t), stderr: &wechattest.LogBuffer{}}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "ADMIN_ADDR=" + p.admin}, env...)
-	out, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.stdout = bufio.NewReader(out)
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		p.cmd.Wait()
-		if t.Failed() {
-			t.Logf("sidecar stderr:\n%s", p.stderr.String())
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get("http://" + p.admin + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sidecar not ready: %v\n%s", err, p.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p := &sidecarProcess{admin: freePort(t)}
+	return p.start(t, nil, append([]string{"ADMIN_ADDR=" + p.admin}, env...), args...)
 }

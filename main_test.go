@@ -62,14 +62,22 @@ func startSidecar(t *testing.T, env []string, args ...string) *sidecarProcess {
 // a shell that lowers a limit, then execs it), or directly without one.
 func startSidecarVia(t *testing.T, launcher []string, env []string, args ...string) *sidecarProcess {
 	t.Helper()
+	p := &sidecarProcess{api: freePort(t), admin: freePort(t)}
+	return p.start(t, launcher, append([]string{"LISTEN_ADDR=" + p.api, "ADMIN_ADDR=" + p.admin}, env...), args...)
+}
+
+// start runs the binary with env (and PATH) and waits until it is ready;
+// it is killed when the test ends.
+func (p *sidecarProcess) start(t *testing.T, launcher []string, env []string, args ...string) *sidecarProcess {
+	t.Helper()
 	bin, err := buildSidecar()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &sidecarProcess{api: freePort(t), admin: freePort(t), stderr: &wechattest.LogBuffer{}}
+	p.stderr = &wechattest.LogBuffer{}
 	argv := append(append(append([]string{}, launcher...), bin), args...)
 	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LISTEN_ADDR=" + p.api, "ADMIN_ADDR=" + p.admin}, env...)
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
