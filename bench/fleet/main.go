@@ -122,10 +122,13 @@ type bench struct {
 	rdb   *redis.Client
 	scene int // a counter, so that every code asked is a fresh one
 	start time.Time
+	// cpuAtStart is /proc/stat's cpu line when it began: a shared VM's
+	// steal time is most of its noise.
+	cpuAtStart []int64
 }
 
 func newBench(ctx context.Context) (*bench, error) {
-	b := &bench{start: time.Now()}
+	b := &bench{start: time.Now(), cpuAtStart: cpuTicks()}
 	var err error
 	if b.dir, err = os.MkdirTemp("", "fleetbench-"); err != nil {
 		return b, fmt.Errorf("fleet: %w", err)
@@ -192,7 +195,8 @@ func (b *bench) run(ctx context.Context, cfg config) error {
 	if err := b.leaseCost(ctx, cfg); err != nil {
 		return err
 	}
-	fmt.Printf("total time: %s\n", time.Since(b.start).Round(time.Second))
+	fmt.Printf("total time: %s; steal time over the run: %.1f%% of all CPU time (what the host took from this VM)\n",
+		time.Since(b.start).Round(time.Second), stealPercent(b.cpuAtStart, cpuTicks()))
 	return nil
 }
 
@@ -204,6 +208,40 @@ func cpuModel() string {
 		}
 	}
 	return runtime.GOARCH
+}
+
+// cpuTicks is the first line of /proc/stat: user nice system idle iowait
+// irq softirq steal, in ticks; nil where there is none.
+func cpuTicks() []int64 {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return nil
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return nil
+	}
+	var ticks []int64
+	for _, f := range fields[1:9] {
+		n, _ := strconv.ParseInt(f, 10, 64)
+		ticks = append(ticks, n)
+	}
+	return ticks
+}
+
+func stealPercent(before, after []int64) float64 {
+	if len(before) != 8 || len(after) != 8 {
+		return 0
+	}
+	var total int64
+	for i := range after {
+		total += after[i] - before[i]
+	}
+	if total == 0 {
+		return 0
+	}
+	return 100 * float64(after[7]-before[7]) / float64(total)
 }
 
 // fresh returns a scene no replica has seen.
@@ -342,7 +380,12 @@ type hitCosts struct {
 	l1, l2         []time.Duration
 	wrongL1, wrong int // answers whose Cache-Status was not the expected one
 	size           int
+	counts         []string // table rows: Redis per request, by kind
 }
+
+// countedRequests is how many requests of each kind the Redis counts
+// divide by.
+const countedRequests = 100
 
 func (b *bench) l2AgainstL1(ctx context.Context, cfg config) error {
 	fmt.Printf("## 2. An L2 hit against an L1 hit (client's side, HTTP on loopback)\n\n")
@@ -351,11 +394,13 @@ func (b *bench) l2AgainstL1(ctx context.Context, cfg config) error {
 	fmt.Println("|---|---|---|---|---|---|---|")
 	var l1Med, l1P90, l2Med, l2P90 []time.Duration
 	var size int
+	var counts [][]string
 	for run := 1; run <= cfg.runs; run++ {
 		h, err := b.hitsOnce(ctx, cfg.hits)
 		if err != nil {
 			return err
 		}
+		counts = append(counts, h.counts)
 		if h.wrong+h.wrongL1 > 0 {
 			return fmt.Errorf("fleet: L2 against L1: %d L2 asks were not shared hits, %d L1 asks not hits", h.wrong, h.wrongL1)
 		}
@@ -368,38 +413,18 @@ func (b *bench) l2AgainstL1(ctx context.Context, cfg config) error {
 	fmt.Printf("| median of %d | %s | %s | %s | %s | %s | %d B |\n\n", cfg.runs, us(median(l1Med)), us(median(l1P90)),
 		us(median(l2Med)), us(median(l2P90)), us(median(l2Med)-median(l1Med)), size)
 
-	// Redis commands, counted apart from the timed passes: INFO's own
-	// calls are left out.
-	const counted = 100
-	fl, err := b.startFleet(ctx, 2, b.redis.url)
-	defer fl.stop()
-	if err != nil {
-		return err
+	fmt.Printf("Redis per request, %d requests each on a fleet of two, after the timed passes: round trips "+
+		"as the replica counts them (wxa_sidecar_redis_requests_total, by op), the time they took "+
+		"(wxa_sidecar_redis_request_duration_seconds_sum), and the commands Redis ran (INFO commandstats: "+
+		"those inside a Lua script count too)\n\n", countedRequests)
+	fmt.Println("| run | request | round trips | by op | time in Redis calls | commands Redis ran |")
+	fmt.Println("|---|---|---|---|---|---|")
+	for run, rows := range counts {
+		for _, row := range rows {
+			fmt.Printf("| %d | %s |\n", run+1, row)
+		}
 	}
-	scenes := make([]string, counted)
-	for i := range scenes {
-		scenes[i] = b.fresh("count")
-	}
-	missCmds, err := b.countRedis(ctx, fl, 0, counted, func() error { return fl.askEach(ctx, 0, scenes, csStored) })
-	if err != nil {
-		return err
-	}
-	l2Cmds, err := b.countRedis(ctx, fl, 1, counted, func() error { return fl.askEach(ctx, 1, scenes, csSharedHit) })
-	if err != nil {
-		return err
-	}
-	l1Cmds, err := b.countRedis(ctx, fl, 1, counted, func() error { return fl.askEach(ctx, 1, scenes, csHit) })
-	if err != nil {
-		return err
-	}
-	fmt.Printf("Redis per request, over %d requests each: round trips as the replica counts them "+
-		"(wxa_sidecar_redis_requests_total, by op), and the commands Redis ran (INFO commandstats: "+
-		"those inside a Lua script count too)\n\n", counted)
-	fmt.Println("| request | round trips | by op | commands Redis ran |")
-	fmt.Println("|---|---|---|---|")
-	fmt.Printf("| L1 hit | %s |\n", l1Cmds)
-	fmt.Printf("| L2 hit | %s |\n", l2Cmds)
-	fmt.Printf("| miss, fetched (no other replica in flight) | %s |\n\n", missCmds)
+	fmt.Println()
 	return nil
 }
 
@@ -445,6 +470,27 @@ func (b *bench) hitsOnce(ctx context.Context, n int) (hitCosts, error) {
 			h.wrongL1++
 		}
 		h.l1 = append(h.l1, a.took)
+	}
+
+	// Redis, counted apart from the timed passes (and INFO's own calls
+	// left out): fresh codes fetched on A, then each an L2 hit on B, then
+	// an L1 hit on B.
+	counted := make([]string, countedRequests)
+	for i := range counted {
+		counted[i] = b.fresh("count")
+	}
+	for _, kind := range []struct {
+		name    string
+		replica int
+		want    string
+	}{{"miss, fetched (no other replica in flight)", 0, csStored}, {"L2 hit", 1, csSharedHit}, {"L1 hit", 1, csHit}} {
+		row, err := b.countRedis(ctx, fl, kind.replica, countedRequests, func() error {
+			return fl.askEach(ctx, kind.replica, counted, kind.want)
+		})
+		if err != nil {
+			return h, err
+		}
+		h.counts = append(h.counts, kind.name+" | "+row)
 	}
 	return h, nil
 }
@@ -779,7 +825,7 @@ func (b *bench) flush(ctx context.Context) error {
 // metrics) by op, and the commands Redis ran (INFO commandstats, the
 // commands of Lua scripts included, INFO's own left out), as table cells.
 func (b *bench) countRedis(ctx context.Context, fl *fleet, i, n int, f func() error) (string, error) {
-	tripsBefore, err := fl.redisRoundTrips(ctx, i)
+	tripsBefore, secsBefore, err := fl.redisRoundTrips(ctx, i)
 	if err != nil {
 		return "", err
 	}
@@ -794,7 +840,7 @@ func (b *bench) countRedis(ctx context.Context, fl *fleet, i, n int, f func() er
 	if err != nil {
 		return "", err
 	}
-	tripsAfter, err := fl.redisRoundTrips(ctx, i)
+	tripsAfter, secsAfter, err := fl.redisRoundTrips(ctx, i)
 	if err != nil {
 		return "", err
 	}
@@ -807,6 +853,9 @@ func (b *bench) countRedis(ctx context.Context, fl *fleet, i, n int, f func() er
 				continue
 			}
 			total += d
+			if skip == "info" {
+				name = strings.ToUpper(name)
+			}
 			parts = append(parts, fmt.Sprintf("%s %.2f", name, float64(d)/float64(n)))
 		}
 		if len(parts) == 0 {
@@ -816,45 +865,62 @@ func (b *bench) countRedis(ctx context.Context, fl *fleet, i, n int, f func() er
 	}
 	trips, byOp := perRequest(tripsBefore, tripsAfter, "")
 	cmds, byCommand := perRequest(before, after, "info")
-	return fmt.Sprintf("%.2f | %s | %.2f: %s", trips, byOp, cmds, strings.ToUpper(byCommand)), nil
+	var inRedis time.Duration
+	var inRedisByOp []string
+	for _, op := range slices.Sorted(maps.Keys(secsAfter)) {
+		d := time.Duration(float64(time.Second) * (secsAfter[op] - secsBefore[op]) / float64(n))
+		if d > 0 {
+			inRedis += d
+			inRedisByOp = append(inRedisByOp, op+" "+us(d))
+		}
+	}
+	if len(inRedisByOp) > 0 {
+		return fmt.Sprintf("%.2f | %s | %s (%s) | %.2f: %s", trips, byOp, us(inRedis), strings.Join(inRedisByOp, ", "), cmds, byCommand), nil
+	}
+	return fmt.Sprintf("%.2f | %s | 0 | %.2f: %s", trips, byOp, cmds, byCommand), nil
 }
 
 // redisRoundTrips reads replica i's wxa_sidecar_redis_requests_total,
-// summed by op.
-func (fl *fleet) redisRoundTrips(ctx context.Context, i int) (map[string]int, error) {
+// summed by op, and the seconds its Redis calls took, by op
+// (wxa_sidecar_redis_request_duration_seconds_sum).
+func (fl *fleet) redisRoundTrips(ctx context.Context, i int) (trips map[string]int, seconds map[string]float64, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+fl.replicas[i].admin+"/metrics", nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	resp, err := fl.clients[i].Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fleet: /metrics: %w", err)
+		return nil, nil, fmt.Errorf("fleet: /metrics: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("fleet: /metrics: %w", err)
+		return nil, nil, fmt.Errorf("fleet: /metrics: %w", err)
 	}
-	trips := map[string]int{}
+	trips, seconds = map[string]int{}, map[string]float64{}
 	for line := range strings.SplitSeq(string(body), "\n") {
 		// wxa_sidecar_redis_requests_total{op="l2_get",result="ok"} 12
 		series, value, ok := strings.Cut(line, "} ")
-		labels, found := strings.CutPrefix(series, "wxa_sidecar_redis_requests_total{")
-		if !ok || !found {
+		name, labels, _ := strings.Cut(series, "{")
+		if !ok || (name != "wxa_sidecar_redis_requests_total" && name != "wxa_sidecar_redis_request_duration_seconds_sum") {
 			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			return nil, nil, fmt.Errorf("fleet: /metrics line %q: %w", line, err)
 		}
 		_, op, _ := strings.Cut(labels, `op="`)
 		op, _, _ = strings.Cut(op, `"`)
-		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if err != nil {
-			return nil, fmt.Errorf("fleet: /metrics line %q: %w", line, err)
+		if name == "wxa_sidecar_redis_request_duration_seconds_sum" {
+			seconds[op] += v
+		} else {
+			trips[op] += int(v)
 		}
-		trips[op] += int(v)
 	}
 	if len(trips) == 0 {
-		return nil, errors.New("fleet: /metrics has no wxa_sidecar_redis_requests_total")
+		return nil, nil, errors.New("fleet: /metrics has no wxa_sidecar_redis_requests_total")
 	}
-	return trips, nil
+	return trips, seconds, nil
 }
 
 // commandStats is INFO commandstats as calls by command name.
