@@ -14,16 +14,17 @@
 //     replicas, before (no REDIS_URL) and after (REDIS_URL, FLEET_SIZE=N).
 //     Sequential: each of -codes distinct codes asked of every replica, one
 //     after another. Concurrent: one code asked by every replica at once
-//     (-callers callers on each), the fake answering after 300 ms; -rounds
-//     codes, one after another.
+//     (-callers callers on each), the fake answering after -latency;
+//     -rounds codes, one after another.
 //  2. An L2 hit against an L1 hit, from the client's side over HTTP: -hits
-//     codes fetched on replica A, then each asked of replica B twice (the
-//     first ask is B's L2 hit, the second its L1 hit), and the Redis
-//     commands a hit costs (INFO commandstats around a separate pass).
+//     codes fetched once on replica A; in each run a replica B that never
+//     saw them asks each twice (its L2 hit, then its L1 hit). Then what
+//     each kind of request costs in Redis: round trips by op (the replica's
+//     metrics), their time, and the commands Redis ran (INFO commandstats).
 //  3. What a miss pays for the lease: -misses fresh codes, each asked of a
 //     replica without REDIS_URL and of one with it (same code, alternating
 //     which goes first), the fake answering at once; then each again (L1
-//     hits on both). Also the Redis commands per miss.
+//     hits on both). (Part 2 counts what a miss costs in Redis.)
 //
 // UPSTREAM_RPS and UPSTREAM_BURST are 10 000, so the limiter is never what
 // is measured. One full run of the defaults takes about two minutes on a
@@ -81,7 +82,7 @@ func main() {
 	var cfg config
 	flag.IntVar(&cfg.runs, "runs", 3, "runs of every measurement")
 	flag.IntVar(&cfg.codes, "codes", 20, "quota economy, sequential: distinct codes asked of every replica")
-	flag.IntVar(&cfg.rounds, "rounds", 4, "quota economy, concurrent: codes, one after another")
+	flag.IntVar(&cfg.rounds, "rounds", 3, "quota economy, concurrent: codes, one after another")
 	flag.IntVar(&cfg.callers, "callers", 5, "quota economy, concurrent: callers of the code on each replica")
 	flag.IntVar(&cfg.hits, "hits", 2000, "L2 against L1: codes timed (each an L2 hit, then an L1 hit)")
 	flag.IntVar(&cfg.misses, "misses", 300, "the lease's cost: fresh codes timed on each replica")
@@ -186,14 +187,12 @@ func (b *bench) run(ctx context.Context, cfg config) error {
 	fmt.Printf("redis: %s", redisVersion)
 	fmt.Printf("command: go run -tags fleetbench ./bench/fleet %s\n\n", strings.Join(os.Args[1:], " "))
 
-	if err := b.quotaEconomy(ctx, cfg); err != nil {
-		return err
-	}
-	if err := b.l2AgainstL1(ctx, cfg); err != nil {
-		return err
-	}
-	if err := b.leaseCost(ctx, cfg); err != nil {
-		return err
+	for _, section := range []func(context.Context, config) error{b.quotaEconomy, b.l2AgainstL1, b.leaseCost} {
+		start := time.Now()
+		if err := section(ctx, cfg); err != nil {
+			return err
+		}
+		fmt.Printf("(%s)\n\n", time.Since(start).Round(100*time.Millisecond))
 	}
 	fmt.Printf("total time: %s; steal time over the run: %.1f%% of all CPU time (what the host took from this VM)\n",
 		time.Since(b.start).Round(time.Second), stealPercent(b.cpuAtStart, cpuTicks()))
@@ -389,14 +388,38 @@ const countedRequests = 100
 
 func (b *bench) l2AgainstL1(ctx context.Context, cfg config) error {
 	fmt.Printf("## 2. An L2 hit against an L1 hit (client's side, HTTP on loopback)\n\n")
-	fmt.Printf("%d codes fetched on replica A; each then asked of replica B twice: an L2 hit, then an L1 hit\n\n", cfg.hits)
+	fmt.Printf("%d codes fetched on replica A; in each run, each then asked twice of a replica B that never saw them "+
+		"(another B each run): an L2 hit, then an L1 hit\n\n", cfg.hits)
 	fmt.Println("| run | L1 hit median | L1 p90 | L2 hit median | L2 p90 | L2 − L1 (medians) | image |")
 	fmt.Println("|---|---|---|---|---|---|---|")
 	var l1Med, l1P90, l2Med, l2P90 []time.Duration
 	var size int
 	var counts [][]string
+	// One replica A fetches the codes, once: fetching is most of the time
+	// this takes. Each run times another replica B, which never saw them.
+	if err := b.flush(ctx); err != nil {
+		return err
+	}
+	fl, err := b.startFleet(ctx, 1+cfg.runs, b.redis.url)
+	defer fl.stop()
+	if err != nil {
+		return err
+	}
+	scenes := make([]string, cfg.hits)
+	for i := range scenes {
+		scenes[i] = b.fresh("hit")
+	}
+	// By a few workers at once: the misses are not what is timed here.
+	if err := parallel(ctx, 4, len(scenes), func(i int) error {
+		if a := fl.ask(ctx, 0, scenes[i]); a.err != nil {
+			return fmt.Errorf("fleet: fetching %s on A: %w", scenes[i], a.err)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	for run := 1; run <= cfg.runs; run++ {
-		h, err := b.hitsOnce(ctx, cfg.hits)
+		h, err := b.hitsOnce(ctx, fl, run, scenes)
 		if err != nil {
 			return err
 		}
@@ -413,7 +436,8 @@ func (b *bench) l2AgainstL1(ctx context.Context, cfg config) error {
 	fmt.Printf("| median of %d | %s | %s | %s | %s | %s | %d B |\n\n", cfg.runs, us(median(l1Med)), us(median(l1P90)),
 		us(median(l2Med)), us(median(l2P90)), us(median(l2Med)-median(l1Med)), size)
 
-	fmt.Printf("Redis per request, %d requests each on a fleet of two, after the timed passes: round trips "+
+	fmt.Printf("Redis per request, %d requests each (fresh codes fetched on A, then asked twice of the run's B), "+
+		"after the timed passes: round trips "+
 		"as the replica counts them (wxa_sidecar_redis_requests_total, by op), the time they took "+
 		"(wxa_sidecar_redis_request_duration_seconds_sum), and the commands Redis ran (INFO commandstats: "+
 		"those inside a Lua script count too)\n\n", countedRequests)
@@ -428,32 +452,13 @@ func (b *bench) l2AgainstL1(ctx context.Context, cfg config) error {
 	return nil
 }
 
-func (b *bench) hitsOnce(ctx context.Context, n int) (hitCosts, error) {
+// hitsOnce times, on replica b of fl, an L2 hit and then an L1 hit of
+// each scene (fetched on replica 0 already and never asked of b), then
+// counts what each kind of request costs in Redis.
+func (b *bench) hitsOnce(ctx context.Context, fl *fleet, r int, scenes []string) (hitCosts, error) {
 	var h hitCosts
-	if err := b.flush(ctx); err != nil {
-		return h, err
-	}
-	fl, err := b.startFleet(ctx, 2, b.redis.url)
-	defer fl.stop()
-	if err != nil {
-		return h, err
-	}
-	scenes := make([]string, n)
-	for i := range scenes {
-		scenes[i] = b.fresh("hit")
-	}
-	// Fetched on A by a few workers at once: the misses are not what is
-	// timed here, and one at a time they would take most of a run.
-	if err := parallel(ctx, 4, len(scenes), func(i int) error {
-		if a := fl.ask(ctx, 0, scenes[i]); a.err != nil {
-			return fmt.Errorf("fleet: fetching %s on A: %w", scenes[i], a.err)
-		}
-		return nil
-	}); err != nil {
-		return h, err
-	}
 	for _, scene := range scenes {
-		a := fl.ask(ctx, 1, scene)
+		a := fl.ask(ctx, r, scene)
 		if a.err != nil {
 			return h, fmt.Errorf("fleet: L2 hit %s on B: %w", scene, a.err)
 		}
@@ -462,7 +467,7 @@ func (b *bench) hitsOnce(ctx context.Context, n int) (hitCosts, error) {
 		}
 		h.l2 = append(h.l2, a.took)
 		h.size = len(a.body)
-		a = fl.ask(ctx, 1, scene)
+		a = fl.ask(ctx, r, scene)
 		if a.err != nil {
 			return h, fmt.Errorf("fleet: L1 hit %s on B: %w", scene, a.err)
 		}
@@ -483,7 +488,7 @@ func (b *bench) hitsOnce(ctx context.Context, n int) (hitCosts, error) {
 		name    string
 		replica int
 		want    string
-	}{{"miss, fetched (no other replica in flight)", 0, csStored}, {"L2 hit", 1, csSharedHit}, {"L1 hit", 1, csHit}} {
+	}{{"miss, fetched (no other replica in flight)", 0, csStored}, {"L2 hit", r, csSharedHit}, {"L1 hit", r, csHit}} {
 		row, err := b.countRedis(ctx, fl, kind.replica, countedRequests, func() error {
 			return fl.askEach(ctx, kind.replica, counted, kind.want)
 		})
