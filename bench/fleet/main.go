@@ -111,7 +111,7 @@ func main() {
 	cancel()
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "fleet:", err)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
