@@ -269,10 +269,9 @@ func (b *bench) fresh(prefix string) string {
 // --- 1. Quota economy ---------------------------------------------------
 
 type economy struct {
-	seq, conc         float64 // upstream calls per distinct code
-	seqShared         int     // answers that were shared hits, sequential case
-	concSlowest       time.Duration
-	concImages, concN int
+	seq, conc   float64 // upstream calls per distinct code
+	seqShared   int     // answers that were shared hits, sequential case
+	concSlowest time.Duration
 }
 
 func (b *bench) quotaEconomy(ctx context.Context, cfg config) error {
