@@ -277,10 +277,6 @@ func (c *Codes) load(ctx context.Context, k cache.Key, r Request, f Fetcher) (Re
 	if e, ok := c.l1.Peek(k); ok {
 		return Result{Entry: e, Status: Collapsed}, nil
 	}
-	// A flight that finished just before may have heard 45029 for k.
-	if c.refusals.Refused(ctx, r.App, k) {
-		return Result{Status: Miss}, ErrRefusedBefore
-	}
 	e, err := c.l2.Get(ctx, r.App, k)
 	switch {
 	case err == nil && e != nil:
@@ -289,6 +285,12 @@ func (c *Codes) load(ctx context.Context, k cache.Key, r Request, f Fetcher) (Re
 	case err != nil && !errors.Is(err, cache.ErrNotFound):
 		// The shared tier failing is a miss, never the caller's error.
 		c.l2Error("get", err)
+	}
+	// A flight that finished just before may have heard 45029 for k. (An
+	// image in L2 says it was not refused: that look comes first, so a
+	// shared hit costs no look at the refusals.)
+	if c.refusals.Refused(ctx, r.App, k) {
+		return Result{Status: Miss}, ErrRefusedBefore
 	}
 	img, err := c.fetch(ctx, r, f)
 	if err != nil {

@@ -214,3 +214,32 @@ func TestManyConcurrentMissesOverThreeReplicasMakeOneCall(t *testing.T) {
 		t.Errorf("%d lookups counted, want 150", total)
 	}
 }
+
+// A code another replica already stored costs a replica no lease and no
+// look at the 45029 memory beyond the first: one check of the refusals,
+// one round trip that finds the image instead of taking the lease, and the
+// read of the image itself.
+func TestASharedHitTakesNoLease(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	a, b := newSidecar(t, "a", srv.URL), newSidecar(t, "b", srv.URL)
+	up := newUpstreamJPEG(t)
+	close(up.letGo)
+	k := testKey(31)
+	if r := receiveGet(t, "a", a.getAsync(k, up)); r.err != nil || r.res.Status != codes.Stored {
+		t.Fatalf("a: %v %v, want stored", r.res.Status, r.err)
+	}
+	<-up.started
+	r := receiveGet(t, "b", b.getAsync(k, up))
+	if r.err != nil || r.res.Status != codes.SharedHit {
+		t.Fatalf("b: %v %v, want a shared hit", r.res.Status, r.err)
+	}
+	if got := b.rec.list(); got != "cooldown ok,lease ok,l2_get ok" {
+		t.Errorf("b's Redis calls: %q, want the refusals check, the lease script finding the image, the read", got)
+	}
+	if got := b.leaseResults(); got != "map[]" {
+		t.Errorf("b's lease results %s, want none: it took no lease", got)
+	}
+	if n := up.calls.Load(); n != 1 {
+		t.Errorf("%d fetches, want 1", n)
+	}
+}

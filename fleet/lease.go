@@ -147,7 +147,13 @@ func (f *Flight) lead(ctx context.Context, app string, k cache.Key, load func(co
 	deadline := time.Now().Add(f.expiry)
 	waited := false
 	for {
-		holder, err := f.acquire(ctx, keys.lease, owner)
+		holder, err := f.acquire(ctx, keys, owner)
+		if holder == imageHeld && err == nil {
+			// Another replica's flight finished before this one began:
+			// load reads the image from L2 (a shared hit), no lease.
+			e, err := load(ctx)
+			return e, false, err
+		}
 		if err != nil {
 			// Redis unreachable: this replica's flight alone.
 			if waited {
@@ -189,21 +195,32 @@ func (f *Flight) lead(ctx context.Context, app string, k cache.Key, load func(co
 	}
 }
 
-// acquireScript takes KEYS[1] for ARGV[1] for ARGV[2] ms unless another
-// holds it, and answers the holder.
+// acquireScript answers imageHeld when the image KEYS[2] is there already
+// (no lease is needed to read it); else it takes the lease KEYS[1] for
+// ARGV[1] for ARGV[2] ms unless another holds it, and answers the holder.
+// One round trip either way: the two keys share the app's hash tag.
 var acquireScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return ARGV[3]
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return ARGV[1]
 end
 return redis.call('GET', KEYS[1])
 `)
 
-// acquire returns the lease's holder: owner when this flight took it.
-func (f *Flight) acquire(ctx context.Context, lease, owner string) (string, error) {
+// imageHeld is acquire's answer when L2 holds the image: never an owner
+// (those are hex).
+const imageHeld = "image"
+
+// acquire returns the lease's holder: owner when this flight took it, or
+// imageHeld when the image is in L2 already and no lease was taken.
+func (f *Flight) acquire(ctx context.Context, keys flightKeys, owner string) (string, error) {
 	var holder string
 	err := f.c.Do(ctx, OpLease, func(ctx context.Context) error {
 		var err error
-		holder, err = acquireScript.Run(ctx, f.c.rdb, []string{lease}, owner, f.expiry.Milliseconds()).Text()
+		holder, err = acquireScript.Run(ctx, f.c.rdb, []string{keys.lease, keys.image}, owner,
+			f.expiry.Milliseconds(), imageHeld).Text()
 		return err
 	})
 	if err == nil && holder == "" {
