@@ -56,23 +56,6 @@ func NewEntry(body []byte, contentType, contentDisposition string) *Entry {
 	return e
 }
 
-// Cache stores entries by key.
-type Cache interface {
-	// Get returns the stored entry for k, without copying it.
-	Get(k Key) (*Entry, bool)
-	// Set stores e under k and reports whether a following Get will find
-	// it; a cache may decline to store anything.
-	Set(k Key, e *Entry) bool
-}
-
-// Peeker is a Cache that can also look without counting the look in its
-// hit and miss figures. A request's own lookup is a Get; a second look made
-// on its behalf (the single flight's, just before the upstream call) is a
-// Peek, so each request counts once, as the proxy's metrics count it.
-type Peeker interface {
-	Peek(k Key) (*Entry, bool)
-}
-
 // Options configures a Memory cache.
 type Options struct {
 	// MaxBytes bounds the bytes held, bodies and headers included.
@@ -85,7 +68,7 @@ type Options struct {
 	OnEvict, OnReject func()
 }
 
-// Memory is an in-process Cache on ristretto.
+// Memory is the local tier (codes.L1): an in-process cache on ristretto.
 type Memory struct {
 	r        *ristretto.Cache[uint64, *Entry]
 	ttl      time.Duration
@@ -95,11 +78,6 @@ type Memory struct {
 	entries                                   atomic.Int64
 	hits, misses, stored, rejected, evictions atomic.Uint64
 }
-
-var (
-	_ Cache  = (*Memory)(nil)
-	_ Peeker = (*Memory)(nil)
-)
 
 // entryOverhead is what an entry costs beyond its body and headers: the
 // Entry, ristretto's item and map slot, the policy's bookkeeping.

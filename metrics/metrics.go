@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/wxa-sidecar/wxa-sidecar/upstream"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
@@ -116,9 +117,6 @@ func New() *Metrics {
 	}
 }
 
-// Outcomes are the values of upstream_requests_total's outcome label.
-var Outcomes = []string{"ok", "errcode", "http_error", "timeout", "broken_image"}
-
 // CacheResults are the values of cache_requests_total's result label;
 // shared_hit only happens with the shared tier.
 var CacheResults = []string{"hit", "shared_hit", "miss", "collapsed"}
@@ -163,8 +161,8 @@ func (m *Metrics) Init(apps, endpoints []string) {
 		m.CacheRequests.WithLabelValues(result)
 	}
 	for _, endpoint := range endpoints {
-		for _, outcome := range Outcomes {
-			m.UpstreamRequests.WithLabelValues(endpoint, outcome)
+		for _, outcome := range upstream.Outcomes {
+			m.UpstreamRequests.WithLabelValues(endpoint, string(outcome))
 		}
 		m.RateLimitRejections.WithLabelValues(endpoint)
 		m.UpstreamRetries.WithLabelValues(endpoint)
