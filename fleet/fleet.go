@@ -157,7 +157,10 @@ func New(o Options) (*Client, error) {
 		if o.Password != "" {
 			opt.Password = o.Password
 		}
-		if tlsConfig != nil && opt.TLSConfig != nil {
+		if tlsConfig != nil {
+			if opt.TLSConfig == nil {
+				return nil, errCAWithoutTLS
+			}
 			opt.TLSConfig.RootCAs = tlsConfig.RootCAs
 		}
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = o.Timeout, o.Timeout, o.Timeout
@@ -177,7 +180,10 @@ func New(o Options) (*Client, error) {
 		if o.Password != "" {
 			opt.Password = o.Password
 		}
-		if tlsConfig != nil && opt.TLSConfig != nil {
+		if tlsConfig != nil {
+			if opt.TLSConfig == nil {
+				return nil, errCAWithoutTLS
+			}
 			opt.TLSConfig.RootCAs = tlsConfig.RootCAs
 		}
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = o.Timeout, o.Timeout, o.Timeout
@@ -192,6 +198,10 @@ func New(o Options) (*Client, error) {
 	setLoggerOnce.Do(func() { redis.SetLogger(slogLogger{o.Logger}) })
 	return c, nil
 }
+
+// errCAWithoutTLS: a CA asked for verification that a plaintext redis://
+// URL would silently skip.
+var errCAWithoutTLS = errors.New("fleet: REDIS_CA_FILE is set but REDIS_URL is not rediss://: the CA would verify nothing")
 
 // slogLogger routes go-redis's own lines through slog (JSON like all else).
 type slogLogger struct{ log *slog.Logger }
@@ -265,6 +275,12 @@ func (c *Client) Do(ctx context.Context, op string, f func(ctx context.Context) 
 	case errors.Is(err, redis.Nil):
 		c.report(op, ResultMiss, d)
 		c.success()
+	case isReply(err):
+		// Redis answered (WRONGTYPE, OOM, a script error): it is
+		// reachable, so neither the breaker nor the request's budget is
+		// charged; the caller still treats the call as failed.
+		c.report(op, ResultError, d)
+		c.success()
 	default:
 		result := ResultError
 		if isTimeout(err) {
@@ -305,6 +321,12 @@ func (c *Client) Lease(result string) {
 	if c.hooks.Lease != nil {
 		c.hooks.Lease(result)
 	}
+}
+
+// isReply reports an error Redis itself answered, as opposed to no answer.
+func isReply(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
 }
 
 func isTimeout(err error) bool {

@@ -2,7 +2,15 @@ package fleet
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -140,3 +148,45 @@ func TestBadURLsAreRefusedWithoutEchoingThem(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestACAWithAPlaintextURLIsRefused(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := t.TempDir() + "/ca.pem"
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Options{URL: "redis://127.0.0.1:1/0", CAFile: ca}); !errors.Is(err, errCAWithoutTLS) {
+		t.Errorf("New = %v, want %v", err, errCAWithoutTLS)
+	}
+}
+
+// A reply Redis itself gives (here WRONGTYPE) proves it reachable: it
+// neither opens the breaker nor spends the request's budget.
+func TestRedisRepliesDoNotOpenTheBreaker(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	c, err := New(Options{URL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx := Scope(context.Background())
+	srv.Command(t, "SET", "wxa:str", "x")
+	for range 5 {
+		err := c.Do(ctx, OpL2Get, func(ctx context.Context) error { return c.Redis().LPush(ctx, "wxa:str", "y").Err() })
+		if err == nil || errors.Is(err, ErrSkipped) {
+			t.Fatalf("LPUSH on a string: %v, want Redis's WRONGTYPE", err)
+		}
+	}
+	if st := c.Status(); st.Breaker != "closed" {
+		t.Errorf("breaker %s after five WRONGTYPE replies, want closed", st.Breaker)
+	}
+}

@@ -211,7 +211,10 @@ func (s *TokenStore) Lock(ctx context.Context, appID string, ttl time.Duration) 
 	return func(ctx context.Context) error {
 		var err error
 		once.Do(func() {
-			err = s.c.Do(ctx, OpToken, func(ctx context.Context) error {
+			// Not held to the request's budget: a holder whose Save
+			// failed must still free the lease, or every other replica
+			// waits it out (Flight.release does the same).
+			err = s.c.Do(withoutBudget(ctx), OpToken, func(ctx context.Context) error {
 				return unlockScript.Run(ctx, s.c.Redis(), []string{key}, owner).Err()
 			})
 			if err != nil {
