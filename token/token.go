@@ -499,6 +499,12 @@ func (m *Manager) fetch(ctx context.Context, force bool) (Token, error) {
 	if err != nil {
 		m.fetchErrors++
 		m.lastErr, m.lastErrAt = err, now
+		// obtain holds callers to this error until nextRefresh: bring that
+		// in to a backoff, or a failed fetch between background refreshes
+		// (Invalidate's, say) would keep a dead token in service for hours.
+		if retry := now.Add(minBackoff); m.nextRefresh.After(retry) {
+			m.nextRefresh = retry
+		}
 		attrs := []any{"mode", m.opts.Mode, "error", err.Error()}
 		if cur := m.current.Load(); cur != nil && now.Before(cur.Expiry) {
 			m.log.Warn("token fetch failed; the current token stays in service", append(attrs, "expires_in", cur.Expiry.Sub(now).Round(time.Second).String())...)

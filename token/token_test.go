@@ -446,3 +446,27 @@ func TestStatusNeverShowsTheToken(t *testing.T) {
 		t.Errorf("status %s lacks the token prefix", b)
 	}
 }
+
+// One failed fetch between background refreshes must not keep a token
+// WeChat called dead in service: a later Invalidate fetches again.
+func TestAFailedInvalidateIsRetriedAfterABackoff(t *testing.T) {
+	f := newFixture(t, ModeClassic, nil)
+	// The background refresh fetches and schedules the next refresh about
+	// two hours ahead.
+	f.run(t)
+	f.timers.next(t).fire <- f.clock.Now()
+	f.timers.next(t)
+	tok, err := f.m.Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.fake.FailNext("/cgi-bin/token", 1, wechattest.FaultHTTP500)
+	if _, err := f.m.Invalidate(context.Background(), tok.Value); err == nil {
+		t.Fatal("Invalidate with WeChat failing: no error")
+	}
+	f.clock.Advance(5 * time.Minute)
+	fresh, err := f.m.Invalidate(context.Background(), tok.Value)
+	if err != nil || fresh.Value == tok.Value {
+		t.Fatalf("Invalidate 5 minutes later: %v (same token: %v), want a fresh token", err, fresh.Value == tok.Value)
+	}
+}
