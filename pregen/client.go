@@ -58,6 +58,9 @@ func newClient(sidecar, endpoint string, concurrency int, timeout time.Duration)
 // ask sends body; onlyIfCached asks the sidecar to answer from its cache or
 // not at all. An error is a failure to get any answer from a sidecar:
 // transport, or an answer that is neither an image nor WeChat's JSON.
+// maxRetryAfter caps, in seconds, how long one Retry-After can pause the run.
+const maxRetryAfter = 120
+
 func (c *client) ask(ctx context.Context, body []byte, onlyIfCached bool) (answer, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint, bytes.NewReader(body))
 	if err != nil {
@@ -94,7 +97,10 @@ func (c *client) ask(ctx context.Context, body []byte, onlyIfCached bool) (answe
 	}
 	a.err = &wechat.Error{Status: resp.StatusCode, Code: wechat.Errcode(*e.Errcode), Msg: e.Errmsg}
 	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-		a.err.RetryAfter = time.Duration(s) * time.Second
+		// Bounded: a minute-quota pause never needs more than the next
+		// minute, and a hostile value must not stall the run for a year
+		// (or overflow a Duration).
+		a.err.RetryAfter = time.Duration(min(s, maxRetryAfter)) * time.Second
 	}
 	if a.err.Code == wechat.OK {
 		// An errcode 0 in place of an image: nothing to save.

@@ -30,6 +30,11 @@ func safeStem(name string) string {
 	if len(b) == 0 {
 		return "_"
 	}
+	if b[0] == '.' {
+		// A leading dot would hide the file, and ".pregen-…" is the
+		// temporary files' prefix, which a rerun deletes.
+		b[0] = '_'
+	}
 	return string(b)
 }
 

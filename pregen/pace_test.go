@@ -51,7 +51,7 @@ func TestFileNames(t *testing.T) {
 	s := newStems()
 	for _, tc := range []struct{ name, want string }{
 		{"table 1", "table_1"},
-		{"../../etc/passwd", ".._.._etc_passwd"},
+		{"../../etc/passwd", "_._.._etc_passwd"},
 		{"a=1&b=2", "a=1_b=2"},
 		{"table_1", "table_1~2"}, // collides with the first
 		{"TABLE_1", "TABLE_1~3"}, // ... on a case-insensitive file system too
@@ -69,6 +69,16 @@ func TestFileNames(t *testing.T) {
 	for img, want := range map[string]string{"\xFF\xD8\xFF\xE0": ".jpg", "\x89PNG\r\n\x1a\n....": ".png", `{"errcode":0}`: ""} {
 		if got := imageExt([]byte(img)); got != want {
 			t.Errorf("imageExt(%q) = %q, want %q", img, got, want)
+		}
+	}
+}
+
+// A name starting with a dot is neither hidden nor taken for one of the
+// run's temporary files (".pregen-…"), which a rerun deletes.
+func TestALeadingDotIsReplaced(t *testing.T) {
+	for name, want := range map[string]string{".pregen-vip": "_pregen-vip", ".": "_", "a.b": "a.b"} {
+		if got := safeStem(name); got != want {
+			t.Errorf("safeStem(%q) = %q, want %q", name, got, want)
 		}
 	}
 }
