@@ -50,11 +50,15 @@ var errImageTooLarge = errors.New("codes: upstream image larger than " + strconv
 // of exactly its length: the cache charges an entry len(body), and the
 // slack io.ReadAll's growth leaves behind (a quarter of it, or more) would
 // be memory held but never counted. Its errors are broken images.
+//
+// Only a length up to exactImageRead is trusted for one allocation before
+// the bytes arrive; a larger claim is read as it arrives (an upstream that
+// announces 16 MiB and sends little holds little) and must then match.
 func ReadImage(r io.Reader, size int64) ([]byte, error) {
-	if size >= 0 {
-		if size > MaxImageBytes {
-			return nil, BrokenImage(errImageTooLarge)
-		}
+	if size > MaxImageBytes {
+		return nil, BrokenImage(errImageTooLarge)
+	}
+	if size >= 0 && size <= exactImageRead {
 		img := make([]byte, size)
 		if _, err := io.ReadFull(r, img); err != nil {
 			return nil, BrokenImage(err)
@@ -68,8 +72,16 @@ func ReadImage(r io.Reader, size int64) ([]byte, error) {
 	if len(img) > MaxImageBytes {
 		return nil, BrokenImage(errImageTooLarge)
 	}
+	if size >= 0 && int64(len(img)) != size {
+		return nil, BrokenImage(io.ErrUnexpectedEOF)
+	}
 	return append(make([]byte, 0, len(img)), img...), nil
 }
+
+// exactImageRead is the largest announced image read into one buffer of
+// its length before it arrives: WeChat's codes weigh tens to a few hundred
+// KB.
+const exactImageRead = 1 << 20
 
 var (
 	jpegStart = []byte{0xFF, 0xD8, 0xFF}
