@@ -46,14 +46,6 @@ type Fetcher interface {
 	Fetch(ctx context.Context) (*Image, error)
 }
 
-// FetchFunc is a function as a Fetcher. A Fetcher the caller already holds
-// (its request, say) costs a hit nothing; a closure made per Get is one
-// allocation even when Get answers from L1.
-type FetchFunc func(ctx context.Context) (*Image, error)
-
-// Fetch calls f.
-func (f FetchFunc) Fetch(ctx context.Context) (*Image, error) { return f(ctx) }
-
 // Request says what a Get is for, in the words of the hooks and logs: the
 // key alone decides what is looked up, fetched and stored.
 type Request struct {

@@ -154,9 +154,6 @@ type TransportError struct{ Err error }
 func (e *TransportError) Error() string { return "upstream: " + e.Err.Error() }
 func (e *TransportError) Unwrap() error { return e.Err }
 
-// Timeout reports whether the exchange ran out of time.
-func (e *TransportError) Timeout() bool { return isTimeout(e.Err) }
-
 // Send makes call with req as its template (method, headers, and the body
 // when call.Body is nil; the query without any caller's access_token) and
 // returns WeChat's answer, replayed once with a fresh token on 40001,
