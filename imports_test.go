@@ -15,7 +15,10 @@ const module = "github.com/wxa-sidecar/wxa-sidecar"
 // by reading its direct imports. A prefix ending in "/" matches a whole
 // tree; otherwise the path must match exactly or be a subpackage.
 var importRules = map[string][]string{
-	"wechat":  {module + "/"},
+	"wechat": {module + "/"},
+	// The sealed codec is shared by the Redis tier and the durable store,
+	// and knows neither.
+	"seal":    {module + "/"},
 	"wxacode": {"net/http", module + "/cache", module + "/quota"},
 	"quota":   {"net/http", "github.com/prometheus/"},
 	"cache":   {module + "/wxacode", module + "/wechat"},
