@@ -1,11 +1,9 @@
-package main
+package e2e
 
 import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"os/exec"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/config"
+	"github.com/wxa-sidecar/wxa-sidecar/sidecar"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
@@ -49,10 +48,7 @@ func waitForLines(t *testing.T, p *sidecarProcess, msg string, n int) []map[stri
 }
 
 func TestHelpListsEveryVariableAndExits0(t *testing.T) {
-	bin, err := buildSidecar()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := buildSidecar(t)
 	for _, flag := range []string{"--help", "-h", "-help"} {
 		cmd := exec.Command(bin, flag)
 		// Help needs no configuration: nothing in the environment.
@@ -86,16 +82,6 @@ func TestHelpListsEveryVariableAndExits0(t *testing.T) {
 		if stderr.Len() != 0 {
 			t.Errorf("%s wrote to stderr: %q", flag, stderr.String())
 		}
-	}
-}
-
-func TestUnknownFlagExits2PointingAtHelp(t *testing.T) {
-	var stderr bytes.Buffer
-	if code := run(t.Context(), []string{"--no-such-flag"}, map[string]string{}, io.Discard, &stderr); code != 2 {
-		t.Fatalf("exit %d, want 2", code)
-	}
-	if !strings.Contains(stderr.String(), "--help") {
-		t.Errorf("stderr %q does not point at --help", stderr.String())
 	}
 }
 
@@ -229,7 +215,7 @@ func TestStatusIsHTMLForABrowserAndJSONForEveryoneElse(t *testing.T) {
 	}
 	for _, accept := range []string{"", "*/*", "application/json", "application/json, text/html", "text/html;q=0, application/json"} {
 		resp, body := getWithAccept(t, status, accept)
-		var s statusReport
+		var s sidecar.StatusReport
 		if ct := resp.Header.Get("Content-Type"); ct != "application/json" || json.Unmarshal(body, &s) != nil {
 			t.Errorf("Accept %q: %q, want JSON:\n%.200s", accept, ct, body)
 			continue
@@ -261,26 +247,6 @@ func TestStartupAndShutdownLogDurationsAsStrings(t *testing.T) {
 	lines := logLines(t, p.stderr.String(), "shutting down")
 	if len(lines) != 1 || lines[0]["delay"] != "0s" || lines[0]["timeout"] != "7s" {
 		t.Errorf("shutdown line %v, want delay \"0s\" and timeout \"7s\"", lines)
-	}
-}
-
-func TestLoggerWritesEveryDurationAsAString(t *testing.T) {
-	prevOut, prevFlags, prevDefault := log.Writer(), log.Flags(), slog.Default()
-	t.Cleanup(func() {
-		slog.SetDefault(prevDefault)
-		log.SetOutput(prevOut)
-		log.SetFlags(prevFlags)
-		slog.SetLogLoggerLevel(slog.LevelInfo)
-	})
-	var out bytes.Buffer
-	logger := newLogger(&out, slog.LevelInfo)
-	logger.Info("x", "wait", 25*time.Second)
-	logger.WithGroup("g").Info("y", "d", 1500*time.Millisecond)
-	logger.Info("z", slog.Group("h", slog.Duration("d", time.Minute)))
-	for _, want := range []string{`"wait":"25s"`, `"g":{"d":"1.5s"}`, `"h":{"d":"1m0s"}`} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("log %s lacks %s", out.String(), want)
-		}
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"archive/zip"
@@ -40,10 +40,7 @@ type pregenResult struct {
 // pregenCmd is `wxa-sidecar pregen args...`, the real binary, in dir.
 func pregenCmd(t *testing.T, ctx context.Context, dir string, args ...string) (*exec.Cmd, *bytes.Buffer, *wechattest.LogBuffer) {
 	t.Helper()
-	bin, err := buildSidecar()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := buildSidecar(t)
 	cmd := exec.CommandContext(ctx, bin, append([]string{"pregen"}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}

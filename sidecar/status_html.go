@@ -1,4 +1,4 @@
-package main
+package sidecar
 
 import (
 	"bytes"
@@ -81,7 +81,7 @@ th { background: #f3f3f3; }
 // writeStatusHTML renders report as the status page. Every value goes
 // through html/template, so an error message from WeChat cannot inject
 // markup.
-func writeStatusHTML(w http.ResponseWriter, report statusReport) {
+func writeStatusHTML(w http.ResponseWriter, report StatusReport) {
 	data := statusPageData{Version: report.Version, Ready: report.Ready}
 	titles := []string{"Apps", "Rate limits and cool-downs", "Cache", "Redis"}
 	for i, value := range []any{report.Apps, report.Limits, report.Cache, report.Redis} {

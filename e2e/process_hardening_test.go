@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -144,28 +142,6 @@ func TestStandardLibraryLogLinesAreJSON(t *testing.T) {
 	// may use it before the unsolicited bytes arrive.
 	waitForStderr(t, p, "Unsolicited response received on idle HTTP channel")
 	assertEveryLineJSON(t, p.stderr.String())
-}
-
-func TestNewLoggerRoutesPackageLogThroughJSON(t *testing.T) {
-	prevOut, prevFlags, prevDefault := log.Writer(), log.Flags(), slog.Default()
-	t.Cleanup(func() {
-		slog.SetDefault(prevDefault)
-		log.SetOutput(prevOut)
-		log.SetFlags(prevFlags)
-		slog.SetLogLoggerLevel(slog.LevelInfo)
-	})
-	var out wechattest.LogBuffer
-	newLogger(&out, slog.LevelInfo)
-	log.Printf("http: superfluous response.WriteHeader call from %s", "somewhere")
-	var line struct {
-		Level, Msg string
-	}
-	if err := json.Unmarshal([]byte(strings.TrimSpace(out.String())), &line); err != nil {
-		t.Fatalf("package log wrote %q, not one JSON line: %v", out.String(), err)
-	}
-	if line.Level != "WARN" || !strings.HasPrefix(line.Msg, "http: superfluous response.WriteHeader call") {
-		t.Errorf("got %+v, want level WARN and the message", line)
-	}
 }
 
 // heldUpstream serves the fake WeChat, except that calls to the held paths

@@ -1,4 +1,4 @@
-package main
+package deploy
 
 import (
 	"bytes"
@@ -22,9 +22,10 @@ import (
 )
 
 const (
-	alertsFile     = "deploy/prometheus/alerts.yaml"
-	alertTestsFile = "deploy/prometheus/alerts_test.yaml"
-	dashboardFile  = "deploy/grafana/wxa-sidecar.json"
+	alertsFile     = "prometheus/alerts.yaml"
+	alertTestsFile = "prometheus/alerts_test.yaml"
+	dashboardFile  = "grafana/wxa-sidecar.json"
+	readmeFile     = "../README.md"
 )
 
 // promtoolOrSkip finds promtool on PATH. CI must have it (.ci/run unpacks
@@ -81,7 +82,7 @@ func githubSlug(heading string) string {
 // TestRunbookLinksReachReadme: every runbook_url of the alerts, and the
 // dashboard's runbook link, opens a heading of README.md.
 func TestRunbookLinksReachReadme(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
+	readme, err := os.ReadFile(readmeFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -564,6 +565,20 @@ func TestMetricSelectors(t *testing.T) {
 		}
 		if got := strings.Join(names, " "); got != want {
 			t.Errorf("metricSelectors(%s) = %q, want %q", expr, got, want)
+		}
+	}
+}
+
+// TestReadmePointsAtTheAlertsAndDashboard: README shows no sample rules of
+// its own (they would drift); it points at the files tested above.
+func TestReadmePointsAtTheAlertsAndDashboard(t *testing.T) {
+	readme, err := os.ReadFile(readmeFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{alertsFile, dashboardFile} {
+		if !bytes.Contains(readme, []byte("deploy/"+f)) {
+			t.Errorf("README.md does not point at deploy/%s", f)
 		}
 	}
 }

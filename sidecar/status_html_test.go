@@ -1,4 +1,4 @@
-package main
+package sidecar
 
 import (
 	"net/http/httptest"
@@ -31,7 +31,7 @@ func TestPrefersHTMLOnlyWhenTextHTMLComesFirst(t *testing.T) {
 // text the sidecar did not write.
 func TestStatusPageEscapesWhatItShows(t *testing.T) {
 	w := httptest.NewRecorder()
-	writeStatusHTML(w, statusReport{Version: "v<b>1</b>", Ready: true,
+	writeStatusHTML(w, StatusReport{Version: "v<b>1</b>", Ready: true,
 		Apps: []token.Status{{AppID: "wx1", LastError: `<script>alert("x")</script>`, Store: "memory"}}})
 	page := w.Body.String()
 	if strings.Contains(page, "<script>") || strings.Contains(page, "<b>1</b>") {
@@ -46,3 +46,6 @@ func TestStatusPageEscapesWhatItShows(t *testing.T) {
 		t.Error("a Redis section without a shared tier")
 	}
 }
+
+// browserAccept is the Accept header Chromium sends for a page.
+const browserAccept = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"

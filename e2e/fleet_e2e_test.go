@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of the shared tier (issue 12): several processes of the
 // real binary against one fake WeChat (in this process) and one real

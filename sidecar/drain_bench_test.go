@@ -1,4 +1,4 @@
-package main
+package sidecar
 
 import (
 	"context"
@@ -34,11 +34,11 @@ func BenchmarkCacheHitGuarded(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := newSidecar(cfg, slog.New(slog.DiscardHandler))
+	s, err := New(cfg, slog.New(slog.DiscardHandler), "bench")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.close()
+	defer s.Close()
 	body := `{"scene":"bench","page":"pages/index/index","width":280}`
 	for name, h := range map[string]http.Handler{"proxy": s.proxy, "guarded": s.api.Handler} {
 		b.Run(name, func(b *testing.B) {

@@ -1,0 +1,384 @@
+// Package sidecar wires the parts into the running service: it builds
+// every part from one config.Config, binds the ports, serves them, drains
+// them on shutdown, and answers the admin port (/healthz, /readyz,
+// /metrics, /status). It is the one package besides main that reads the
+// config; main, the end-to-end tests and the benchmarks all start this
+// wiring rather than a copy of it. It holds no domain logic.
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wxa-sidecar/wxa-sidecar/cache"
+	"github.com/wxa-sidecar/wxa-sidecar/codes"
+	"github.com/wxa-sidecar/wxa-sidecar/config"
+	"github.com/wxa-sidecar/wxa-sidecar/fleet"
+	"github.com/wxa-sidecar/wxa-sidecar/metrics"
+	"github.com/wxa-sidecar/wxa-sidecar/proxy"
+	"github.com/wxa-sidecar/wxa-sidecar/quota"
+	"github.com/wxa-sidecar/wxa-sidecar/token"
+	"github.com/wxa-sidecar/wxa-sidecar/upstream"
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
+)
+
+// gate is the upstream gate as the sidecar sees it: quota.Local, or
+// fleet.Gate with a shared tier.
+type gate interface {
+	quota.Gate
+	CooldownLeft(quota.Key) (time.Duration, bool)
+	Status() []quota.Status
+	Close()
+}
+
+// Sidecar is the whole service wired together: the API port, the admin
+// port, the optional QRCODE_ADDR port, the token managers, the caches, the
+// gate and, with REDIS_URL, the shared tier. main and the end-to-end tests
+// start this one wiring; nothing else wires the parts.
+type Sidecar struct {
+	cfg     config.Config
+	version string
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	tokens  []*token.Manager
+	cache   *cache.Memory
+	gate    gate
+	redis   *fleet.Client // nil without REDIS_URL
+	// scope gives a request its shared-tier budget; nil without Redis.
+	scope func(context.Context) context.Context
+	proxy *proxy.Proxy
+
+	api, admin, qrcode       *http.Server
+	apiLn, adminLn, qrcodeLn net.Listener
+	ready                    atomic.Bool
+	drain                    drainGuard // of the API and QRCODE_ADDR ports
+
+	stopTokens context.CancelFunc
+	tokensDone sync.WaitGroup
+}
+
+// New wires a sidecar from cfg; version is what wxa_sidecar_build_info and
+// /status report. Nothing listens until Listen.
+func New(cfg config.Config, log *slog.Logger, version string) (*Sidecar, error) {
+	s := &Sidecar{cfg: cfg, log: log, version: version, metrics: metrics.New()}
+	transport := &http.Transport{
+		// HTTPS_PROXY/NO_PROXY: every pod can leave through one egress IP
+		// that WeChat whitelists (40164 otherwise).
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   128,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: cfg.UpstreamTimeout,
+	}
+	limits := quota.Options{
+		Default:       quota.Limit{Rate: cfg.UpstreamRPS, Burst: cfg.UpstreamBurst},
+		Endpoints:     map[string]quota.Limit{},
+		MaxWait:       cfg.UpstreamMaxWait,
+		DailyCooldown: cfg.QuotaCooldown,
+		Logger:        log,
+		Hooks:         s.metrics.QuotaHooks(),
+	}
+	for path, l := range cfg.Limits {
+		if !wechat.IsKnownEndpoint(path) {
+			return nil, fmt.Errorf("rate limit for %s: not a known WeChat endpoint (known: see README)", path)
+		}
+		limits.Endpoints[path] = quota.Limit{Rate: l.Rate, Burst: l.Burst}
+	}
+	if cfg.RedisURL != "" {
+		s.metrics.ObserveRedis(fleet.Ops, fleet.Results)
+		rc, err := fleet.New(fleet.Options{URL: cfg.RedisURL, Password: cfg.RedisPassword, CAFile: cfg.RedisCAFile,
+			Prefix: cfg.RedisKeyPrefix, Timeout: cfg.RedisTimeout, Logger: log, Hooks: s.metrics.FleetHooks()})
+		if err != nil {
+			return nil, err
+		}
+		s.redis = rc
+		// The limits are the fleet's, kept in Redis; 1/FLEET_SIZE of them
+		// locally while it is unreachable.
+		s.gate = fleet.NewGate(rc, limits, cfg.FleetSize)
+		s.scope = fleet.Scope
+	} else {
+		s.gate = quota.NewLocal(limits)
+	}
+	up, err := upstream.New(upstream.Options{Base: cfg.APIURL, Transport: transport, Timeout: cfg.UpstreamTimeout,
+		Gate: s.gate, Hooks: s.metrics.UpstreamHooks(), Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	var tokenStore token.Store // nil: each manager's own memory
+	if s.redis != nil {
+		tokenStore = fleet.NewTokenStore(s.redis)
+	}
+	var apps []proxy.App
+	var appIDs []string
+	for _, a := range cfg.Apps {
+		appIDs = append(appIDs, a.ID)
+		m, err := token.New(token.Options{
+			AppID:         a.ID,
+			Secret:        a.Secret,
+			BaseURL:       cfg.APIURL,
+			Mode:          token.Mode(cfg.TokenMode),
+			RefreshMargin: cfg.TokenRefreshMargin,
+			// Token fetches are calls to WeChat like any other: counted,
+			// and sent nowhere but the configured upstream.
+			Client:  &http.Client{Transport: up.Transport(), Timeout: cfg.UpstreamTimeout},
+			Logger:  log.With("app", a.ID),
+			OnFetch: s.metrics.TokenFetched(a.ID),
+			Store:   tokenStore,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.tokens = append(s.tokens, m)
+		apps = append(apps, proxy.App{Secret: a.Secret, Tokens: m})
+	}
+	c, err := cache.NewMemory(cache.Options{MaxBytes: cfg.CacheMaxBytes, TTL: cfg.CacheTTL,
+		OnEvict: s.metrics.CacheEvictions.Inc, OnReject: s.metrics.CacheRejected.Inc})
+	if err != nil {
+		return nil, err
+	}
+	s.cache = c
+	s.metrics.ObserveCache(
+		func() float64 { return float64(c.Stats().Bytes) },
+		func() float64 { return float64(c.Stats().Entries) })
+	for _, m := range s.tokens {
+		s.metrics.ObserveTokenExpiry(m.AppID(), func() float64 { return m.Status().ExpiresInSeconds })
+	}
+	co := codes.Options{L1: c, RefusalTTL: cfg.CacheTTL, Logger: log, Hooks: s.metrics.CodesHooks()}
+	if s.redis != nil {
+		co.L2 = fleet.NewL2(s.redis, fleet.L2Options{TTL: cfg.CacheTTL, Logger: log})
+		co.Flight = fleet.NewFlight(s.redis, fleet.FlightOptions{LeaseExpiry: leaseExpiry(cfg), Logger: log})
+		co.Refusals = fleet.NewRefusals(s.redis, fleet.RefusalsOptions{TTL: cfg.CacheTTL})
+		co.Scope = fleet.Scope
+	}
+	p, err := proxy.New(proxy.Options{
+		Apps:            apps,
+		Upstream:        up,
+		Quota:           s.gate,
+		Codes:           co,
+		MaxBodyBytes:    cfg.MaxBodyBytes,
+		MaxUploadBytes:  cfg.MaxUploadBytes,
+		BodyReadTimeout: cfg.BodyReadTimeout,
+		AllowedPaths:    cfg.AllowedPaths,
+		Logger:          log,
+		AccessLog:       cfg.AccessLog,
+		Metrics:         s.metrics,
+		CacheTTL:        cfg.CacheTTL,
+		Scope:           s.scope,
+	})
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	s.proxy = p
+	s.metrics.Init(appIDs, append(wechat.KnownEndpoints(), wechat.EndpointOther))
+	s.metrics.BuildInfo(version)
+	// net/http's own complaints (accept errors, superfluous WriteHeader)
+	// are warnings in the same JSON as everything else.
+	errorLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	s.api = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: errorLog}
+	s.drain.guard(s.api)
+	// The admin handlers read no body and answer in milliseconds, so a
+	// ReadTimeout (counted from the request's first byte) bounds a request
+	// that declares a body it never sends, which net/http would otherwise
+	// wait for forever before answering. It is longer than the header
+	// timeout so that one still applies to slow headers.
+	s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: adminReadTimeout,
+		IdleTimeout: 2 * time.Minute, ErrorLog: errorLog}
+	if cfg.QRCodeAddr != "" {
+		s.qrcode = &http.Server{Handler: unreadBodyCloses(p.QRCodeHandler()), ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout: 2 * time.Minute, ErrorLog: errorLog}
+		s.drain.guard(s.qrcode)
+	}
+	return s, nil
+}
+
+// leaseExpiry is how long a replica's fleet-wide lease on one code's fetch
+// lasts: longer than the longest its fetch can take (two attempts, each
+// waiting up to UPSTREAM_MAX_WAIT for a slot and UPSTREAM_TIMEOUT for
+// WeChat, the backoff between them), so a live holder never loses it, and
+// no longer, so the others take over soon after a holder dies.
+func leaseExpiry(cfg config.Config) time.Duration {
+	return 2*(cfg.UpstreamTimeout+cfg.UpstreamMaxWait) + 200*time.Millisecond + 5*time.Second
+}
+
+// adminReadTimeout bounds a whole request on the admin port.
+const adminReadTimeout = 12 * time.Second
+
+// unreadBodyCloses guards a port whose handlers read no request body
+// (QRCODE_ADDR). net/http discards an unread body before it answers and
+// again when the handler returns, so a request declaring a body it never
+// sends would hold its goroutine and connection forever. Such a request's
+// read deadline is moved to now: the discard fails at once, the answer goes
+// out and the connection is closed after it. A ReadTimeout would do it too,
+// but it also cancels the request's context when it passes during the
+// handler, and a /qrcode waiting on WeChat (up to twice UPSTREAM_TIMEOUT
+// with its retry) must not be cut by it.
+func unreadBodyCloses(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != http.NoBody {
+			w.Header().Set("Connection", "close")
+			http.NewResponseController(w).SetReadDeadline(time.Now())
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Listen binds every port before anything is served, so a port in use
+// fails the start instead of half of it.
+func (s *Sidecar) Listen() error {
+	var err error
+	if s.apiLn, err = net.Listen("tcp", s.cfg.ListenAddr); err != nil {
+		return err
+	}
+	if s.adminLn, err = net.Listen("tcp", s.cfg.AdminAddr); err != nil {
+		return err
+	}
+	if s.qrcode != nil {
+		if s.qrcodeLn, err = net.Listen("tcp", s.cfg.QRCodeAddr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Start starts the servers and the token managers; the channel reports a
+// server that stopped by itself.
+func (s *Sidecar) Start() <-chan error {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopTokens = cancel
+	for _, m := range s.tokens {
+		s.tokensDone.Go(func() { m.Run(ctx) })
+	}
+	errs := make(chan error, 3)
+	serve := func(srv *http.Server, ln net.Listener) {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			errs <- err
+		}
+	}
+	go serve(s.api, s.apiLn)
+	go serve(s.admin, s.adminLn)
+	if s.qrcode != nil {
+		go serve(s.qrcode, s.qrcodeLn)
+	}
+	s.ready.Store(true)
+	return errs
+}
+
+// shutdown drains the API and QRCODE_ADDR ports within timeout, then stops
+// the admin port. Shortly before the timeout, requests still waiting for
+// their answer get 503 and Retry-After: 1 instead of a cut connection.
+func (s *Sidecar) shutdown(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	answerWaiting := time.AfterFunc(drainDelay(timeout), func() {
+		if n := s.drain.drain(); n > 0 {
+			s.log.Warn("shutdown timeout near: requests still waiting answered 503", "requests", n)
+		}
+	})
+	defer answerWaiting.Stop()
+	servers := []*http.Server{s.api, s.qrcode}
+	errs := make([]error, len(servers))
+	var wg sync.WaitGroup
+	for i, srv := range servers {
+		if srv != nil {
+			// Together: the QRCODE_ADDR listener must not keep accepting
+			// while the API port drains.
+			wg.Go(func() { errs[i] = srv.Shutdown(ctx) })
+		}
+	}
+	wg.Wait()
+	s.admin.Shutdown(ctx)
+	return errors.Join(errs...)
+}
+
+// Stop takes the sidecar out of service: /readyz fails at once, keep-alive
+// ends, new requests are still served for SHUTDOWN_DELAY (while the pod is
+// taken out of its Services), then the API and QRCODE_ADDR ports drain
+// within SHUTDOWN_TIMEOUT and the admin port stops.
+func (s *Sidecar) Stop() {
+	s.log.Info("shutting down", "delay", s.cfg.ShutdownDelay.String(), "timeout", s.cfg.ShutdownTimeout.String())
+	s.ready.Store(false)
+	// From here every response says Connection: close and idle connections
+	// are closed (net/http does both), so a caller's next request opens a
+	// new connection, served during SHUTDOWN_DELAY, instead of racing the
+	// close of an idle one at Shutdown.
+	s.api.SetKeepAlivesEnabled(false)
+	if s.qrcode != nil {
+		s.qrcode.SetKeepAlivesEnabled(false)
+	}
+	time.Sleep(s.cfg.ShutdownDelay)
+	if err := s.shutdown(s.cfg.ShutdownTimeout); err != nil {
+		s.log.Warn("in-flight requests did not finish in time", "error", err)
+	}
+	s.log.Info("stopped")
+}
+
+// Serve listens, serves until ctx is done, then stops as Stop does; it
+// returns the error of a port that could not be bound or that failed.
+// Close is still the caller's.
+func (s *Sidecar) Serve(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	errs := s.Start()
+	select {
+	case <-ctx.Done():
+	case err := <-errs:
+		return err
+	}
+	s.Stop()
+	return nil
+}
+
+// APIAddr, AdminAddr and QRCodeAddr are the bound addresses (after
+// Listen); QRCodeAddr is nil without QRCODE_ADDR.
+func (s *Sidecar) APIAddr() net.Addr   { return s.apiLn.Addr() }
+func (s *Sidecar) AdminAddr() net.Addr { return s.adminLn.Addr() }
+func (s *Sidecar) QRCodeAddr() net.Addr {
+	if s.qrcodeLn == nil {
+		return nil
+	}
+	return s.qrcodeLn.Addr()
+}
+
+// drainMargin is how long before SHUTDOWN_TIMEOUT the requests still
+// waiting are answered 503: long enough for the handlers to notice their
+// cancelled context and the answers to reach the callers before the
+// connections are closed.
+const drainMargin = time.Second
+
+// drainDelay is when, after the drain began, waiting requests are answered:
+// drainMargin before timeout, or halfway through a shorter one.
+func drainDelay(timeout time.Duration) time.Duration {
+	return max(timeout-drainMargin, timeout/2)
+}
+
+// Close stops everything New and Start began; it is safe after a failed
+// Listen.
+func (s *Sidecar) Close() {
+	if s.stopTokens != nil {
+		s.stopTokens()
+		s.tokensDone.Wait()
+	}
+	for _, srv := range []*http.Server{s.api, s.admin, s.qrcode} {
+		if srv != nil {
+			srv.Close()
+		}
+	}
+	s.gate.Close()
+	s.cache.Close()
+	if s.redis != nil {
+		s.redis.Close()
+	}
+}
