@@ -160,6 +160,9 @@ func BenchmarkGetHit(b *testing.B) {
 // inserts ten times MaxBytes of distinct images: its resident memory must
 // stay under 1.3 × MaxBytes + 30 MiB.
 func TestResidentMemoryStaysBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: takes seconds")
+	}
 	if _, err := os.Stat("/proc/self/status"); err != nil {
 		t.Skip("needs Linux /proc")
 	}

@@ -278,6 +278,9 @@ func TestBodyThatStallsGets408AndTheConnectionCloses(t *testing.T) {
 // would cancel the call (net/http lifts it when the body reads to its end;
 // this holds it to that).
 func TestBodyReadTimeoutDoesNotCutASlowUpstreamOrTheNextRequest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: takes seconds")
+	}
 	h := newHarness(t, harnessOptions{proxy: func(o *Options) { o.BodyReadTimeout = 100 * time.Millisecond }})
 	h.currentToken(demoApp)
 	h.fake.SetLatency(500 * time.Millisecond)
