@@ -6,7 +6,7 @@ STATICCHECK_VERSION := v0.8.2
 ACTIONLINT_VERSION := v1.7.12
 GOBIN ?= $(shell $(GO) env GOPATH)/bin
 
-.PHONY: test test-short lint tools bench fleetbench nested
+.PHONY: test test-short lint tools bench fleetbench nested release actionlint
 
 test:
 	$(GO) test -race ./...
@@ -33,3 +33,12 @@ bench:
 
 fleetbench:
 	$(GO) run -tags fleetbench ./bench/fleet
+
+# dist/: binaries for linux and darwin × amd64 and arm64, SHA256SUMS; the
+# version is `git describe --tags --always --dirty` (scripts/release.sh).
+release:
+	scripts/release.sh
+
+actionlint:
+	@test -x $(GOBIN)/actionlint || GOFLAGS= $(GO) install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+	$(GOBIN)/actionlint
