@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	flags.SetOutput(stderr)
 	demo := flags.Bool("demo", false, "run against a built-in fake WeChat on loopback, with demo credentials")
 	showVersion := flags.Bool("version", false, "print the version and exit")
+	checkConfig := flags.Bool("check-config", false, "check the configuration (files, limits, URLs, a Redis PING) and exit: 0 if it is good, 2 naming each problem")
 	var showHelp bool
 	flags.BoolVar(&showHelp, "help", false, "print this help and exit")
 	flags.BoolVar(&showHelp, "h", false, "print this help and exit")
@@ -70,12 +71,21 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		environ["WECHAT_APP_SECRET"] = wechattest.DemoSecret
 		environ["WECHAT_API_URL"] = fake.URL
 	}
-	cfg, err := config.Load(environ)
-	if err != nil {
-		for line := range strings.SplitSeq(err.Error(), "\n") {
-			fmt.Fprintln(stderr, "wxa-sidecar: config:", line)
+	cfg, problems := loadConfig(environ)
+	if *checkConfig && len(problems) == 0 {
+		for _, p := range sidecar.CheckConnections(ctx, cfg) {
+			problems = append(problems, p.Error())
+		}
+	}
+	if len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintln(stderr, "wxa-sidecar: config:", p)
 		}
 		return 2
+	}
+	if *checkConfig {
+		fmt.Fprintln(stdout, "wxa-sidecar: configuration OK")
+		return 0
 	}
 	log := newLogger(stderr, cfg.LogLevel())
 	if environ["GOMEMLIMIT"] == "" {
@@ -112,6 +122,28 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	}
 	s.Stop()
 	return 0
+}
+
+// loadConfig reads the configuration and every problem with it: config's
+// own checks, then those needing the parts' knowledge (sidecar.Validate),
+// each variable reported once. A problem is one line naming its variable.
+func loadConfig(environ map[string]string) (config.Config, []string) {
+	cfg, err := config.Load(environ)
+	var problems []string
+	reported := map[string]bool{}
+	if err != nil {
+		for line := range strings.SplitSeq(err.Error(), "\n") {
+			problems = append(problems, line)
+			name, _, _ := strings.Cut(line, ":")
+			reported[name] = true
+		}
+	}
+	for _, p := range sidecar.Validate(cfg) {
+		if name, _, _ := strings.Cut(p.Error(), ":"); !reported[name] {
+			problems = append(problems, p.Error())
+		}
+	}
+	return cfg, problems
 }
 
 // newLogger returns the JSON logger every line on stderr goes through and

@@ -276,10 +276,8 @@ func (c *Config) validateRedis() []error {
 		}
 		return p
 	}
-	if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
-		// Never echo the URL: it may hold the password.
-		p = append(p, errors.New("REDIS_URL: not a redis:// or rediss:// URL"))
-	}
+	// The URL's form (scheme, host, port, database) is checked where
+	// go-redis is known: sidecar.Validate, which says which part is wrong.
 	if c.RedisPasswordFile != "" {
 		b, err := os.ReadFile(c.RedisPasswordFile)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,14 +91,15 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Sidecar, error) 
 	}
 	for path, l := range cfg.Limits {
 		if !wechat.IsKnownEndpoint(path) {
-			return nil, fmt.Errorf("rate limit for %s: not a known WeChat endpoint (known: see README)", path)
+			return nil, fmt.Errorf("UPSTREAM_LIMITS: %s: not a known endpoint (known: %s)", path, strings.Join(wechat.KnownEndpoints(), ", "))
 		}
 		limits.Endpoints[path] = quota.Limit{Rate: l.Rate, Burst: l.Burst}
 	}
 	if cfg.RedisURL != "" {
 		s.metrics.ObserveRedis(fleet.Ops, fleet.Results)
-		rc, err := fleet.New(fleet.Options{URL: cfg.RedisURL, Password: cfg.RedisPassword, CAFile: cfg.RedisCAFile,
-			Prefix: cfg.RedisKeyPrefix, Timeout: cfg.RedisTimeout, Logger: log, Hooks: s.metrics.FleetHooks()})
+		o := fleetOptions(cfg, log)
+		o.Hooks = s.metrics.FleetHooks()
+		rc, err := fleet.New(o)
 		if err != nil {
 			return nil, err
 		}
@@ -201,6 +203,12 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Sidecar, error) 
 		s.drain.guard(s.qrcode)
 	}
 	return s, nil
+}
+
+// fleetOptions are the shared tier's options from cfg.
+func fleetOptions(cfg config.Config, log *slog.Logger) fleet.Options {
+	return fleet.Options{URL: cfg.RedisURL, Password: cfg.RedisPassword, CAFile: cfg.RedisCAFile,
+		Prefix: cfg.RedisKeyPrefix, Timeout: cfg.RedisTimeout, Logger: log}
 }
 
 // leaseExpiry is how long a replica's fleet-wide lease on one code's fetch
