@@ -281,6 +281,8 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		Metrics:         s.metrics,
 		CacheTTL:        cfg.CacheTTL,
 		Scope:           s.scope,
+		// GET /wxa-sidecar/limits: what pregen's dry run estimates from.
+		Limits: &proxy.Limits{Options: limits, Shared: s.redis != nil, FleetSize: cfg.FleetSize, Status: s.gate.Status},
 	})
 	if err != nil {
 		c.Close()
