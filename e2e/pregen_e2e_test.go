@@ -99,7 +99,7 @@ func readManifestFile(t *testing.T, b []byte) map[int][]string {
 	if err != nil {
 		t.Fatalf("manifest: %v\n%s", err, b)
 	}
-	if len(recs) == 0 || strings.Join(recs[0], ",") != "line,file,sha256,bytes,result,request" {
+	if len(recs) == 0 || strings.Join(recs[0], ",") != "line,file,sha256,bytes,result,request_sha256" {
 		t.Fatalf("manifest header: %v", recs)
 	}
 	out := map[int][]string{}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,10 @@ type answer struct {
 	// when the sidecar sent one; status is the HTTP status it came with.
 	err    *wechat.Error
 	status int
+	// broken is an answer of HTTP 200 whose body starts as an image but
+	// does not decode as one; err says why. It fails its row: a sidecar
+	// answered, but nothing is saved.
+	broken bool
 }
 
 // notCached reports the answer to an only-if-cached request the cache
@@ -41,6 +46,10 @@ func (a answer) notCached() bool {
 type client struct {
 	http     *http.Client
 	endpoint string // the sidecar's URL for the endpoint, prefix included
+	// shown is endpoint as messages print it: its password redacted.
+	shown string
+	// limits is the sidecar's URL of proxy.PathLimits.
+	limits string
 }
 
 func newClient(sidecar, endpoint string, concurrency int, timeout time.Duration) *client {
@@ -49,10 +58,42 @@ func newClient(sidecar, endpoint string, concurrency int, timeout time.Duration)
 		MaxIdleConnsPerHost: concurrency + 1,
 		IdleConnTimeout:     90 * time.Second,
 	}
+	base := strings.TrimSuffix(sidecar, "/")
 	return &client{
 		http:     &http.Client{Transport: transport, Timeout: timeout},
-		endpoint: strings.TrimSuffix(sidecar, "/") + endpoint,
+		endpoint: base + endpoint,
+		shown:    redactURL(base + endpoint),
+		limits:   base + pathLimits,
 	}
+}
+
+// redactURL is raw with any password replaced by xxxxx (url.URL.Redacted),
+// for every message that names the sidecar: --sidecar may carry HTTP basic
+// credentials for a proxy in front of it. A raw URL that does not parse is
+// cut at its first '@' or shown as "the --sidecar URL", never printed whole.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err == nil {
+		return u.Redacted()
+	}
+	if scheme, rest, ok := strings.Cut(raw, "://"); ok && strings.Contains(rest, "@") {
+		return scheme + "://xxxxx@" + rest[strings.LastIndexByte(rest, '@')+1:]
+	}
+	if strings.Contains(raw, "@") {
+		return "the --sidecar URL"
+	}
+	return raw
+}
+
+// transportError is err, an http.Client failure, as a message says it: a
+// *url.Error's own URL (which net/http prints with "***" for a password, and
+// which repeats what the message names already) is left out.
+func transportError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // ask sends body; onlyIfCached asks the sidecar to answer from its cache or
@@ -64,7 +105,7 @@ const maxRetryAfter = 120
 func (c *client) ask(ctx context.Context, body []byte, onlyIfCached bool) (answer, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint, bytes.NewReader(body))
 	if err != nil {
-		return answer{}, fmt.Errorf("pregen: %w", err)
+		return answer{}, fmt.Errorf("POST %s: %w", c.shown, transportError(err))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if onlyIfCached {
@@ -72,19 +113,27 @@ func (c *client) ask(ctx context.Context, body []byte, onlyIfCached bool) (answe
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return answer{}, fmt.Errorf("pregen: %w", err)
+		return answer{}, fmt.Errorf("POST %s: %w", c.shown, transportError(err))
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxImageBytes+1))
 	if err != nil {
-		return answer{}, fmt.Errorf("pregen: reading the answer: %w", err)
+		return answer{}, fmt.Errorf("POST %s: reading the answer: %w", c.shown, transportError(err))
 	}
 	if len(b) > maxImageBytes {
-		return answer{}, fmt.Errorf("pregen: answer of more than %d bytes", maxImageBytes)
+		return answer{}, fmt.Errorf("POST %s: answer of more than %d bytes", c.shown, maxImageBytes)
 	}
 	a := answer{status: resp.StatusCode}
-	if resp.StatusCode == http.StatusOK && imageExt(b) != "" {
-		a.image, a.ext = b, imageExt(b)
+	if ext := imageExt(b); resp.StatusCode == http.StatusOK && ext != "" {
+		if err := checkImage(b); err != nil {
+			// Magic bytes are four bytes anyone can write before an HTML
+			// page: what is saved as .jpg must be one.
+			a.broken = true
+			a.err = &wechat.Error{Status: resp.StatusCode, Code: wechat.SystemBusy,
+				Msg: fmt.Sprintf("the sidecar answered %d bytes that are not a whole %s (%v): not saved", len(b), ext, err)}
+			return a, nil
+		}
+		a.image, a.ext = b, ext
 		return a, nil
 	}
 	var e struct {
@@ -92,8 +141,8 @@ func (c *client) ask(ctx context.Context, body []byte, onlyIfCached bool) (answe
 		Errmsg  string `json:"errmsg"`
 	}
 	if json.Unmarshal(b, &e) != nil || e.Errcode == nil {
-		return answer{}, fmt.Errorf("pregen: %s answered HTTP %d, neither an image nor an errcode: %q",
-			c.endpoint, resp.StatusCode, truncate(b, 80))
+		return answer{}, fmt.Errorf("%s answered HTTP %d, neither an image nor an errcode: %q",
+			c.shown, resp.StatusCode, truncate(b, 80))
 	}
 	a.err = &wechat.Error{Status: resp.StatusCode, Code: wechat.Errcode(*e.Errcode), Msg: e.Errmsg}
 	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {

@@ -23,6 +23,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	flags.BoolVar(&o.DryRun, "dry-run", false, "ask the sidecar which codes it holds (only-if-cached) and say what the rest would spend")
 	flags.IntVar(&o.Concurrency, "concurrency", defaultConcurrency, "requests in flight at once")
 	flags.BoolVar(&o.Quiet, "quiet", false, "print only the summary")
+	progress := flags.String("progress", "auto", "auto (a bar on a terminal, else a line every 5s), bar, lines or none")
 	flags.Usage = func() {
 		fmt.Fprintln(stderr, "usage: wxa-sidecar pregen [flags] FILE   (FILE - reads standard input)")
 		fmt.Fprintln(stderr, "Generates a code image per row of FILE through a running sidecar; a second run skips what is done.")
@@ -58,6 +59,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	o.Endpoint = path
+	mode, ok := progressModes[*progress]
+	if !ok {
+		fmt.Fprintf(stderr, "pregen: --progress %q: want auto, bar, lines or none\n", *progress)
+		return ExitUsage
+	}
+	o.Progress = mode
 	if o.Concurrency < 1 {
 		fmt.Fprintln(stderr, "pregen: --concurrency must be at least 1")
 		return ExitUsage

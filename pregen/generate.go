@@ -145,16 +145,20 @@ func (r *runner) generate(ctx context.Context, st store, m *manifest, sum summar
 		// a run with nothing to do sends nothing at all.
 		a, err := r.checkSidecar(g.ctx, g.c, todo[0])
 		if err != nil {
-			fmt.Fprintln(r.stderr, "pregen:", err)
+			r.complain(err)
 			m.close()
 			return ExitUsage
 		}
-		if a.image != nil {
+		switch {
+		case a.image != nil:
 			g.save(todo[0], a)
+			todo = todo[1:]
+		case a.broken:
+			g.fail(todo[0], a.err)
 			todo = todo[1:]
 		}
 	}
-	g.prog = r.newProgress(len(todo), sum.invalid)
+	g.prog = r.newProgress(len(todo), sum.invalid, sum.failed)
 	r.parallel(ctx, len(todo), func(i int) {
 		select {
 		case <-g.stopC:
@@ -166,18 +170,18 @@ func (r *runner) generate(ctx context.Context, st store, m *manifest, sum summar
 	g.prog.stop()
 	for _, j := range r.jobs {
 		if j.Err == nil && j.entry.result == "" {
-			j.entry = entry{line: j.Line, file: "", result: resultNotDone, request: j.request}
+			j.entry = entry{line: j.Line, file: "", result: resultNotDone, requestSHA256: j.requestSHA256}
 			m.add(j.entry)
 			sum.notDone++
 		}
 	}
 	status := ExitOK
 	if err := m.close(); err != nil {
-		fmt.Fprintln(r.stderr, err)
+		r.complain(err)
 		status = ExitFailed
 	}
 	if err := st.finish(m); err != nil {
-		fmt.Fprintln(r.stderr, err)
+		r.complain(err)
 		status = ExitFailed
 	}
 	r.report(sum, g.why, st.manifestPath())
@@ -200,7 +204,7 @@ func (g *generation) do(j *job) {
 		a, err := g.c.ask(g.ctx, j.Body, false)
 		if err != nil {
 			if attempt == transportAttempts {
-				g.stop(fmt.Sprintf("the sidecar at %s stopped answering: %v", g.Sidecar, err), false)
+				g.stop(fmt.Sprintf("the sidecar stopped answering: %v", err), false)
 				return
 			}
 			g.pace.pauseUntil(g.Now().Add(time.Duration(attempt) * time.Second))
@@ -225,8 +229,9 @@ func (g *generation) do(j *job) {
 			return
 		default:
 			// 45029 among them: WeChat refuses these parameters for
-			// good, not the endpoint.
-			g.finish(j, entry{line: j.Line, result: errResult(e), request: j.request}, true)
+			// good, not the endpoint. A broken image too: the sidecar
+			// would answer the same bytes again.
+			g.fail(j, e)
 			return
 		}
 	}
@@ -240,7 +245,12 @@ func (g *generation) save(j *job, a answer) {
 		return
 	}
 	g.finish(j, entry{line: j.Line, file: file, sha256: sha256Hex(a.image), bytes: len(a.image), result: resultOK,
-		request: j.request}, false)
+		requestSHA256: j.requestSHA256}, false)
+}
+
+// fail records j as failed with e.
+func (g *generation) fail(j *job, e *wechat.Error) {
+	g.finish(j, entry{line: j.Line, result: errResult(e), requestSHA256: j.requestSHA256}, true)
 }
 
 func (g *generation) finish(j *job, e entry, failed bool) {

@@ -35,7 +35,7 @@ type Row struct {
 // column, a header that is not one. It is exit status 2, like a bad flag.
 type UsageError struct{ Msg string }
 
-func (e *UsageError) Error() string { return "pregen: " + e.Msg }
+func (e *UsageError) Error() string { return e.Msg }
 
 // columnKind is how a CSV cell becomes a JSON value.
 type columnKind uint8
@@ -138,7 +138,7 @@ func ReadCSV(r io.Reader, endpoint string) ([]Row, error) {
 			}
 			rows = append(rows, Row{Line: pe.StartLine, Err: badCell("CSV: %s", msg)})
 		default:
-			return nil, fmt.Errorf("pregen: read: %w", err)
+			return nil, fmt.Errorf("read: %w", err)
 		}
 	}
 }
@@ -225,7 +225,7 @@ func ReadJSONL(r io.Reader) ([]Row, error) {
 	for line := 1; ; line++ {
 		text, err := br.ReadBytes('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("pregen: read: %w", err)
+			return nil, fmt.Errorf("read: %w", err)
 		}
 		if line == 1 {
 			text = bytes.TrimPrefix(text, []byte(utf8BOM))

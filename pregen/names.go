@@ -2,6 +2,12 @@ package pregen
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"image"
+	"image/jpeg"
+	"image/png"
+	"io"
 	"strconv"
 	"strings"
 )
@@ -35,7 +41,28 @@ func safeStem(name string) string {
 		// temporary files' prefix, which a rerun deletes.
 		b[0] = '_'
 	}
-	return string(b)
+	stem := string(b)
+	if base, _, _ := strings.Cut(stem, "."); windowsReserved(base) {
+		// CON.jpg, con.tar.png: Windows reads the name before the first
+		// dot as a device, whatever the case and the extension, so such a
+		// file cannot be unzipped or copied there. The suffix goes before
+		// that dot.
+		stem = base + "_" + stem[len(base):]
+	}
+	return stem
+}
+
+// windowsReserved reports the device names Windows reserves, in any case.
+func windowsReserved(base string) bool {
+	switch strings.ToUpper(base) {
+	case "CON", "PRN", "AUX", "NUL":
+		return true
+	}
+	if len(base) == 4 {
+		prefix := strings.ToUpper(base[:3])
+		return (prefix == "COM" || prefix == "LPT") && '1' <= base[3] && base[3] <= '9'
+	}
+	return false
 }
 
 // stems gives each name a distinct safe stem, in input order: the first of
@@ -68,4 +95,40 @@ func imageExt(b []byte) string {
 		return ".png"
 	}
 	return ""
+}
+
+// maxImageSide bounds each side of an image pregen decodes. WeChat's codes
+// are at most 1280 px; a header of a few hundred bytes can declare
+// 65000×65000 px, which the decoder would allocate before finding there is
+// no data.
+const maxImageSide = 4096
+
+// checkImage decodes b whole, with the decoder its magic bytes name (never
+// the image registry), after checking its declared size: a body is saved
+// as .jpg or .png only if it is one. JPEG has no checksum, so this catches
+// garbage and truncation, not every flipped bit.
+func checkImage(b []byte) error {
+	var (
+		decodeConfig func(io.Reader) (image.Config, error)
+		decode       func(io.Reader) (image.Image, error)
+	)
+	switch imageExt(b) {
+	case ".jpg":
+		decodeConfig, decode = jpeg.DecodeConfig, jpeg.Decode
+	case ".png":
+		decodeConfig, decode = png.DecodeConfig, png.Decode
+	default:
+		return errors.New("neither a JPEG nor a PNG")
+	}
+	cfg, err := decodeConfig(bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("header: %w", err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width > maxImageSide || cfg.Height > maxImageSide {
+		return fmt.Errorf("%d×%d px, beyond %d×%d", cfg.Width, cfg.Height, maxImageSide, maxImageSide)
+	}
+	if _, err := decode(bytes.NewReader(b)); err != nil {
+		return err
+	}
+	return nil
 }

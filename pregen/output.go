@@ -26,20 +26,25 @@ const (
 	resultNotDone = "not done"
 )
 
-// manifestHeader names manifest.csv's columns. request is the sha256 of
-// the endpoint and the canonical request (wxacode.Canonical): a row edited
-// in place (another width, say) no longer matches its old file, and is
-// generated again.
-var manifestHeader = []string{"line", "file", "sha256", "bytes", "result", "request"}
+// manifestHeader names manifest.csv's columns. request_sha256 is the
+// sha256 of the endpoint and the canonical request (wxacode.Canonical): a
+// row edited in place (another width, say) no longer matches its old file,
+// and is generated again. It is not the sidecar's cache key, which also
+// hashes the app; manifests written before it was named so call it
+// request, and still resume.
+var manifestHeader = []string{"line", "file", "sha256", "bytes", "result", "request_sha256"}
+
+// oldRequestColumn is request_sha256's name in manifests written before.
+const oldRequestColumn = "request"
 
 // entry is one row of manifest.csv.
 type entry struct {
-	line    int
-	file    string
-	sha256  string
-	bytes   int
-	result  string
-	request string
+	line          int
+	file          string
+	sha256        string
+	bytes         int
+	result        string
+	requestSHA256 string
 }
 
 func (e entry) record() []string {
@@ -47,38 +52,59 @@ func (e entry) record() []string {
 	if e.result == resultOK {
 		size = strconv.Itoa(e.bytes)
 	}
-	return []string{strconv.Itoa(e.line), e.file, e.sha256, size, e.result, e.request}
+	return []string{strconv.Itoa(e.line), e.file, e.sha256, size, e.result, e.requestSHA256}
 }
 
 // readManifest reads a manifest written before, by line (the last entry of
-// a line wins). A missing file is an empty manifest; a line that does not
-// parse (the torn last line of a killed run) is ignored: its row is simply
-// generated again.
+// a line wins), its columns found by the header's names (request or
+// request_sha256). A missing file is an empty manifest; a line that does
+// not parse (the torn last line of a killed run) is ignored: its row is
+// simply generated again. A file without a header this version can read
+// is an empty manifest too: every row is generated again, nothing is lost
+// but the time.
 func readManifest(path string) (map[int]entry, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return map[int]entry{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pregen: manifest: %w", err)
+		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	out := map[int]entry{}
 	r := csv.NewReader(bytes.NewReader(b))
 	r.FieldsPerRecord = -1
+	header, err := r.Read()
+	if err != nil {
+		return out, nil
+	}
+	col := map[string]int{}
+	for i, name := range header {
+		if name == oldRequestColumn {
+			name = manifestHeader[5]
+		}
+		col[name] = i
+	}
+	for _, name := range manifestHeader {
+		if _, ok := col[name]; !ok {
+			return out, nil
+		}
+	}
 	for {
 		rec, err := r.Read()
 		if errors.Is(err, io.EOF) {
 			return out, nil
 		}
-		if err != nil || len(rec) != len(manifestHeader) {
+		if err != nil || len(rec) != len(header) {
 			continue
 		}
-		line, err1 := strconv.Atoi(rec[0])
-		size, err2 := strconv.Atoi(rec[3])
+		field := func(i int) string { return rec[col[manifestHeader[i]]] }
+		line, err1 := strconv.Atoi(field(0))
+		size, err2 := strconv.Atoi(field(3))
 		if err1 != nil || err2 != nil {
 			continue
 		}
-		out[line] = entry{line: line, file: rec[1], sha256: rec[2], bytes: size, result: rec[4], request: rec[5]}
+		out[line] = entry{line: line, file: field(1), sha256: field(2), bytes: size, result: field(4),
+			requestSHA256: field(5)}
 	}
 }
 
@@ -103,7 +129,7 @@ func createManifest(path string, carried []entry) (*manifest, error) {
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
-		return nil, fmt.Errorf("pregen: manifest: %w", err)
+		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	m.f, m.w = f, csv.NewWriter(f)
 	return m, nil
@@ -113,21 +139,21 @@ func createManifest(path string, carried []entry) (*manifest, error) {
 func (m *manifest) rewrite() error {
 	tmp, err := os.CreateTemp(filepath.Dir(m.path), ".manifest-*.tmp")
 	if err != nil {
-		return fmt.Errorf("pregen: manifest: %w", err)
+		return fmt.Errorf("manifest: %w", err)
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(m.bytes()); err != nil {
 		tmp.Close()
-		return fmt.Errorf("pregen: manifest: %w", err)
+		return fmt.Errorf("manifest: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("pregen: manifest: %w", err)
+		return fmt.Errorf("manifest: %w", err)
 	}
 	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("pregen: manifest: %w", err)
+		return fmt.Errorf("manifest: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), m.path); err != nil {
-		return fmt.Errorf("pregen: manifest: %w", err)
+		return fmt.Errorf("manifest: %w", err)
 	}
 	return nil
 }
@@ -154,7 +180,7 @@ func (m *manifest) add(e entry) error {
 	m.w.Write(e.record())
 	m.w.Flush()
 	if err := m.w.Error(); err != nil {
-		return fmt.Errorf("pregen: manifest: %w", err)
+		return fmt.Errorf("manifest: %w", err)
 	}
 	return nil
 }
@@ -193,7 +219,7 @@ type dirStore struct{ dir string }
 
 func openDir(dir string) (*dirStore, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("pregen: --out: %w", err)
+		return nil, fmt.Errorf("--out: %w", err)
 	}
 	stale, _ := filepath.Glob(filepath.Join(dir, tempPrefix+"*"))
 	for _, f := range stale {
@@ -210,7 +236,7 @@ func (d *dirStore) has(file, sum string) bool {
 func (d *dirStore) put(file string, img []byte) error {
 	tmp, err := os.CreateTemp(d.dir, tempPrefix+"*")
 	if err != nil {
-		return fmt.Errorf("pregen: write: %w", err)
+		return fmt.Errorf("write: %w", err)
 	}
 	_, err = tmp.Write(img)
 	if cerr := tmp.Close(); err == nil {
@@ -224,7 +250,7 @@ func (d *dirStore) put(file string, img []byte) error {
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
-		return fmt.Errorf("pregen: write %s: %w", file, err)
+		return fmt.Errorf("write %s: %w", file, err)
 	}
 	return nil
 }
@@ -251,7 +277,7 @@ type zipStore struct {
 func openZip(path string) (*zipStore, error) {
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("pregen: --zip: %w", err)
+			return nil, fmt.Errorf("--zip: %w", err)
 		}
 	}
 	z := &zipStore{path: path, files: map[string]*zip.File{}}
@@ -330,7 +356,7 @@ func (z *zipStore) finish(m *manifest) error {
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(z.path), tempPrefix+"*.zip")
 	if err != nil {
-		return fmt.Errorf("pregen: zip: %w", err)
+		return fmt.Errorf("zip: %w", err)
 	}
 	defer os.Remove(tmp.Name())
 	bw := bufio.NewWriterSize(tmp, 1<<20)
@@ -364,7 +390,7 @@ func (z *zipStore) finish(m *manifest) error {
 		err = os.Rename(tmp.Name(), z.path)
 	}
 	if err != nil {
-		return fmt.Errorf("pregen: zip: %w", err)
+		return fmt.Errorf("zip: %w", err)
 	}
 	if z.parts != nil {
 		os.RemoveAll(z.parts.dir)
@@ -383,17 +409,17 @@ func (z *zipStore) addImage(w *zip.Writer, file string) error {
 				_, err = fw.Write(b)
 			}
 			if err != nil {
-				return fmt.Errorf("pregen: zip: %w", err)
+				return fmt.Errorf("zip: %w", err)
 			}
 			return nil
 		}
 	}
 	if f := z.files[file]; f != nil {
 		if err := w.Copy(f); err != nil {
-			return fmt.Errorf("pregen: zip: %w", err)
+			return fmt.Errorf("zip: %w", err)
 		}
 		return nil
 	}
-	return fmt.Errorf("pregen: zip: %s is in the manifest but in neither %s nor the zip before", file,
+	return fmt.Errorf("zip: %s is in the manifest but in neither %s nor the zip before", file,
 		strings.TrimSuffix(z.path, "/")+".parts")
 }

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,11 +93,11 @@ var endpointNames = map[string]string{
 // job is one input row and what became of it.
 type job struct {
 	Row
-	request string // sha256 of the endpoint and the canonical request
-	stem    string // the file's name without its extension
-	target  string // scene or path: what the code stands for, for reports
-	done    bool
-	entry   entry
+	requestSHA256 string // sha256 of the endpoint and the canonical request
+	stem          string // the file's name without its extension
+	target        string // scene or path: what the code stands for, for reports
+	done          bool
+	entry         entry
 }
 
 // summary counts a run's rows.
@@ -110,7 +111,7 @@ type summary struct {
 func Run(ctx context.Context, o Options) int {
 	r, err := newRun(o)
 	if err != nil {
-		fmt.Fprintln(r.stderr, err)
+		r.complain(err)
 		return ExitUsage
 	}
 	return r.run(ctx)
@@ -156,16 +157,23 @@ func newRun(o Options) (*runner, error) {
 		return r, &UsageError{Msg: "--out and --zip: choose one"}
 	case r.Out == "" && r.Zip == "" && !r.DryRun:
 		return r, &UsageError{Msg: "where to? --out DIR or --zip FILE"}
-	case !strings.HasPrefix(r.Sidecar, "http://") && !strings.HasPrefix(r.Sidecar, "https://"):
-		return r, &UsageError{Msg: fmt.Sprintf("--sidecar %q: want an http:// or https:// URL", r.Sidecar)}
+	}
+	if u, err := url.Parse(r.Sidecar); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return r, &UsageError{Msg: fmt.Sprintf("--sidecar %q: want an http:// or https:// URL", redactURL(r.Sidecar))}
 	}
 	return r, nil
+}
+
+// complain prints err on standard error, with the command's one prefix:
+// no error of this package carries one of its own.
+func (r *runner) complain(err error) {
+	fmt.Fprintln(r.stderr, "pregen:", err)
 }
 
 func (r *runner) run(ctx context.Context) int {
 	rows, err := r.read()
 	if err != nil {
-		fmt.Fprintln(r.stderr, err)
+		r.complain(err)
 		return ExitUsage
 	}
 	r.prepare(rows)
@@ -191,7 +199,7 @@ func (r *runner) run(ctx context.Context) int {
 			prior, err = readManifest(st.manifestPath())
 		}
 		if err != nil {
-			fmt.Fprintln(r.stderr, err)
+			r.complain(err)
 			return ExitUsage
 		}
 	}
@@ -211,12 +219,12 @@ func (r *runner) run(ctx context.Context) int {
 	}
 	m, err := createManifest(st.manifestPath(), carried)
 	if err != nil {
-		fmt.Fprintln(r.stderr, err)
+		r.complain(err)
 		return ExitUsage
 	}
 	for _, j := range r.jobs {
 		if j.Err != nil {
-			j.entry = entry{line: j.Line, result: errResult(j.Err), request: j.request}
+			j.entry = entry{line: j.Line, result: errResult(j.Err), requestSHA256: j.requestSHA256}
 			m.add(j.entry)
 		}
 	}
@@ -234,7 +242,7 @@ func (r *runner) read() ([]Row, error) {
 	} else {
 		f, err := os.Open(r.Input)
 		if err != nil {
-			return nil, fmt.Errorf("pregen: %w", err)
+			return nil, err
 		}
 		defer f.Close()
 		in = f
@@ -279,7 +287,7 @@ func (r *runner) prepare(rows []Row) {
 		h.Write([]byte(r.Endpoint))
 		h.Write([]byte{0})
 		h.Write(canonical)
-		j.request = hex.EncodeToString(h.Sum(nil))
+		j.requestSHA256 = hex.EncodeToString(h.Sum(nil))
 		var fields struct {
 			Scene string `json:"scene"`
 			Path  string `json:"path"`
@@ -297,7 +305,7 @@ func (r *runner) prepare(rows []Row) {
 // stillHolds reports whether the entry a run before wrote for j's line is
 // j's image, still on disk (or in the zip) as it was written.
 func (r *runner) stillHolds(st store, j *job, e entry) bool {
-	return e.result == resultOK && e.request == j.request &&
+	return e.result == resultOK && e.requestSHA256 == j.requestSHA256 &&
 		(e.file == j.stem+".jpg" || e.file == j.stem+".png") && st.has(e.file, e.sha256)
 }
 
@@ -325,12 +333,12 @@ func (r *runner) checkSidecar(ctx context.Context, c *client, j *job) (answer, e
 	a, err := c.ask(ctx, j.Body, true)
 	switch {
 	case err != nil:
-		return a, fmt.Errorf("%w at %s: %w", errUnreachable, r.Sidecar, err)
-	case a.image != nil || a.notCached():
+		return a, fmt.Errorf("%w: %w", errUnreachable, err)
+	case a.image != nil || a.notCached() || a.broken:
+		// A broken image is a sidecar answering: the row fails, not the run.
 		return a, nil
 	}
-	return a, fmt.Errorf("%w at %s: %s answered HTTP %d errcode %d: %s", errUnreachable, r.Sidecar, c.endpoint,
-		a.status, a.err.Code, a.err.Msg)
+	return a, fmt.Errorf("%w: %s answered HTTP %d errcode %d: %s", errUnreachable, c.shown, a.status, a.err.Code, a.err.Msg)
 }
 
 // dryRun asks the sidecar which codes it holds and says what the rest
@@ -343,7 +351,7 @@ func (r *runner) dryRun(ctx context.Context, sum summary) int {
 	if len(todo) > 0 {
 		a, err := r.checkSidecar(ctx, c, todo[0])
 		if err != nil {
-			fmt.Fprintln(r.stderr, "pregen:", err)
+			r.complain(err)
 			return ExitUsage
 		}
 		cached[0] = a.image != nil
@@ -359,7 +367,7 @@ func (r *runner) dryRun(ctx context.Context, sum summary) int {
 		})
 	}
 	if firstErr != nil {
-		fmt.Fprintln(r.stderr, "pregen: dry run: the sidecar failed to answer:", firstErr)
+		r.complain(fmt.Errorf("dry run: the sidecar failed to answer: %w", firstErr))
 		return ExitUsage
 	}
 	if ctx.Err() != nil {
@@ -372,12 +380,16 @@ func (r *runner) dryRun(ctx context.Context, sum summary) int {
 		if cached[i] {
 			inCache++
 		} else {
-			distinct[j.request] = true
+			distinct[j.requestSHA256] = true
 		}
 	}
 	fmt.Fprintf(r.stdout, "pregen: dry run: %d rows: %d invalid, %d already written, %d cached by the sidecar, %d to generate\n",
 		sum.rows, sum.invalid, sum.kept, inCache, len(todo)-inCache)
 	fmt.Fprintln(r.stdout, "pregen: would spend", quotaSpent(r.Endpoint, len(distinct)))
+	if len(distinct) > 0 {
+		lim, err := c.limitsFor(ctx, r.Endpoint)
+		fmt.Fprintln(r.stdout, "pregen:", estimate(len(distinct), r.Endpoint, lim, err))
+	}
 	r.listFailures(nil)
 	if sum.invalid > 0 {
 		return ExitFailed
@@ -391,8 +403,7 @@ func quotaSpent(endpoint string, n int) string {
 	const lifetime = "of the 100000 codes getwxacode and createwxaqrcode may make in the app's lifetime"
 	switch endpoint {
 	case wechat.PathUnlimited:
-		minutes := (n + 4999) / 5000
-		return fmt.Sprintf("%d calls of getwxacodeunlimit (no cap on the count; 5000 a minute: at least %d minute(s))", n, minutes)
+		return fmt.Sprintf("%d calls of getwxacodeunlimit (no cap on the count; WeChat allows %d a minute)", n, wechatPerMinute)
 	case wechat.PathWxacode:
 		return fmt.Sprintf("%d of getwxacode's 10000 codes a day, and %d %s", n, n, lifetime)
 	}

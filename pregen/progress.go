@@ -23,7 +23,12 @@ const (
 	ProgressNone
 )
 
-// progress reports rows as they finish.
+// progressModes are the values of --progress.
+var progressModes = map[string]ProgressMode{"auto": ProgressAuto, "bar": ProgressBar, "lines": ProgressLines,
+	"none": ProgressNone}
+
+// progress reports rows as they finish. Its words are the summary's:
+// invalid rows (refused before any request) and failed requests.
 type progress interface {
 	// done counts one finished row, failed or not.
 	done(failed bool)
@@ -31,7 +36,9 @@ type progress interface {
 	stop()
 }
 
-func (r *runner) newProgress(total, failedBefore int) progress {
+// newProgress shows total rows to request; invalid rows were refused
+// before, failed rows have failed already.
+func (r *runner) newProgress(total, invalid, failed int) progress {
 	mode := r.Progress
 	if r.Quiet {
 		mode = ProgressNone
@@ -42,11 +49,12 @@ func (r *runner) newProgress(total, failedBefore int) progress {
 			mode = ProgressBar
 		}
 	}
+	c := counts{total: total, invalid: invalid, fails: failed, meter: newRateMeter(r.Now())}
 	switch mode {
 	case ProgressBar:
-		return newBar(r.stderr, total, failedBefore)
+		return newBar(r.stderr, c, r.Now)
 	case ProgressLines:
-		return newLines(r.stderr, total, failedBefore, r.ProgressEvery, r.Now)
+		return newLines(r.stderr, c, r.ProgressEvery, r.Now)
 	}
 	return noProgress{}
 }
@@ -56,68 +64,191 @@ type noProgress struct{}
 func (noProgress) done(bool) {}
 func (noProgress) stop()     {}
 
-// bar is schollz/progressbar: done/total, codes per second, ETA, and the
-// failures so far in its description.
-type bar struct {
-	w      io.Writer
-	mu     sync.Mutex
-	b      *progressbar.ProgressBar
-	failed int
+// counts are what both displays show.
+type counts struct {
+	total, count, invalid, fails int
+	meter                        *rateMeter
 }
 
-func newBar(w io.Writer, total, failedBefore int) *bar {
-	b := &bar{w: w, failed: failedBefore}
-	b.b = progressbar.NewOptions(total,
+func (c *counts) done(failed bool, now time.Time) {
+	c.count++
+	if failed {
+		c.fails++
+	}
+	c.meter.add(now, c.count)
+}
+
+// outcome is the rows' part of a line: "2 invalid, 0 failed".
+func (c *counts) outcome() string {
+	return fmt.Sprintf("%d invalid, %d failed", c.invalid, c.fails)
+}
+
+// pace is the rate and the time left, or "" until a rate can be told.
+func (c *counts) pace(now time.Time) string {
+	rate, ok := c.meter.rate(now)
+	if !ok {
+		return ""
+	}
+	eta := "unknown"
+	if rate > 0 {
+		eta = (time.Duration(float64(c.total-c.count)/rate*float64(time.Second)) + time.Second - 1).Truncate(time.Second).String()
+	}
+	return fmt.Sprintf("%.1f codes/s, ETA %s", rate, eta)
+}
+
+// Rate shown.
+const (
+	// rateWindow is how far back the rate looks: long enough to smooth
+	// the bursts of a limiter, short enough to follow a pause for 45011.
+	rateWindow = 10 * time.Second
+	// minRateSpan is how long a run must have gone before any rate is
+	// shown: a first code (a cache hit) finishing microseconds after the
+	// start says nothing of the pace, and the bar once showed 282406
+	// codes/s for it.
+	minRateSpan = time.Second
+	// rateStep is the spacing of the samples kept.
+	rateStep = 250 * time.Millisecond
+)
+
+// rateMeter is a moving average of rows per second over the last
+// rateWindow, from samples of the running count.
+type rateMeter struct {
+	start   time.Time
+	samples []rateSample // oldest first; the first is at or before now-rateWindow once the run is older
+}
+
+type rateSample struct {
+	at    time.Time
+	count int
+}
+
+func newRateMeter(start time.Time) *rateMeter {
+	return &rateMeter{start: start, samples: []rateSample{{at: start}}}
+}
+
+// add records count, the rows finished, at now.
+func (m *rateMeter) add(now time.Time, count int) {
+	if last := &m.samples[len(m.samples)-1]; len(m.samples) > 1 && now.Sub(m.samples[len(m.samples)-2].at) < rateStep {
+		// Any point of the count's curve will do: keep one per step.
+		*last = rateSample{at: now, count: count}
+	} else {
+		m.samples = append(m.samples, rateSample{at: now, count: count})
+	}
+	// Keep one sample at or before the window's start, as the base.
+	cut := 0
+	for cut+1 < len(m.samples) && !m.samples[cut+1].at.After(now.Add(-rateWindow)) {
+		cut++
+	}
+	m.samples = m.samples[cut:]
+}
+
+// rate is rows per second over the last rateWindow (the whole run while it
+// is shorter), and false until the run is minRateSpan old.
+func (m *rateMeter) rate(now time.Time) (float64, bool) {
+	if now.Sub(m.start) < minRateSpan {
+		return 0, false
+	}
+	base, last := m.samples[0], m.samples[len(m.samples)-1]
+	for _, s := range m.samples[1:] {
+		// The latest sample no later than the window's start.
+		if s.at.After(now.Add(-rateWindow)) {
+			break
+		}
+		base = s
+	}
+	span := now.Sub(base.at)
+	if span < minRateSpan {
+		return 0, false
+	}
+	return float64(last.count-base.count) / span.Seconds(), true
+}
+
+// bar is schollz/progressbar: done/total, with the invalid and failed
+// rows, the rate and the time left (ours: the library's own rate starts
+// with the first row's spike) in its description.
+type bar struct {
+	w      io.Writer
+	now    func() time.Time
+	ticker *time.Ticker
+	quit   chan struct{}
+	wg     sync.WaitGroup
+
+	mu sync.Mutex
+	b  *progressbar.ProgressBar
+	c  counts
+}
+
+func newBar(w io.Writer, c counts, now func() time.Time) *bar {
+	b := &bar{w: w, c: c, now: now, ticker: time.NewTicker(time.Second), quit: make(chan struct{})}
+	b.b = progressbar.NewOptions(max(c.total, 1),
 		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetDescription(b.description()),
 		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("codes"),
-		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionSetElapsedTime(true),
+		progressbar.OptionSetPredictTime(false), // its own rate: the spike
+
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }),
 	)
+	// The rate moves while no row finishes (a pause for 45011): redraw.
+	b.wg.Go(func() {
+		for {
+			select {
+			case <-b.ticker.C:
+				b.mu.Lock()
+				if !b.b.IsFinished() {
+					b.b.Describe(b.description())
+				}
+				b.mu.Unlock()
+			case <-b.quit:
+				return
+			}
+		}
+	})
 	return b
 }
 
-func (b *bar) description() string { return fmt.Sprintf("%d failed", b.failed) }
+func (b *bar) description() string {
+	d := b.c.outcome()
+	if pace := b.c.pace(b.now()); pace != "" {
+		d += ", " + pace
+	}
+	return d
+}
 
 func (b *bar) done(failed bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if failed {
-		b.failed++
-		b.b.Describe(b.description())
-	}
+	b.c.done(failed, b.now())
+	b.b.Describe(b.description())
 	b.b.Add(1)
 }
 
 func (b *bar) stop() {
+	b.ticker.Stop()
+	close(b.quit)
+	b.wg.Wait()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.b.IsFinished() {
-		b.b.Exit()
-		fmt.Fprintln(b.w)
+		b.b.Exit() // ends the line (OnCompletion)
 	}
 }
 
 // lines prints one plain line every few seconds.
 type lines struct {
 	w      io.Writer
-	total  int
 	now    func() time.Time
-	start  time.Time
 	ticker *time.Ticker
 	quit   chan struct{}
 	wg     sync.WaitGroup
 
-	mu           sync.Mutex
-	count, fails int
+	mu sync.Mutex
+	c  counts
 }
 
-func newLines(w io.Writer, total, failedBefore int, every time.Duration, now func() time.Time) *lines {
-	l := &lines{w: w, total: total, now: now, start: now(), ticker: time.NewTicker(every), quit: make(chan struct{}),
-		fails: failedBefore}
+func newLines(w io.Writer, c counts, every time.Duration, now func() time.Time) *lines {
+	l := &lines{w: w, c: c, now: now, ticker: time.NewTicker(every), quit: make(chan struct{})}
 	l.wg.Go(func() {
 		for {
 			select {
@@ -134,23 +265,17 @@ func newLines(w io.Writer, total, failedBefore int, every time.Duration, now fun
 func (l *lines) done(failed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.count++
-	if failed {
-		l.fails++
-	}
+	l.c.done(failed, l.now())
 }
 
 func (l *lines) print() {
 	l.mu.Lock()
-	count, fails := l.count, l.fails
-	l.mu.Unlock()
-	elapsed := l.now().Sub(l.start)
-	rate := float64(count) / elapsed.Seconds()
-	eta := "unknown"
-	if rate > 0 {
-		eta = time.Duration(float64(l.total-count) / rate * float64(time.Second)).Round(time.Second).String()
+	line := fmt.Sprintf("pregen: %d/%d done, %s", l.c.count, l.c.total, l.c.outcome())
+	if pace := l.c.pace(l.now()); pace != "" {
+		line += ", " + pace
 	}
-	fmt.Fprintf(l.w, "pregen: %d/%d done, %d failed, %.1f codes/s, ETA %s\n", count, l.total, fails, rate, eta)
+	l.mu.Unlock()
+	fmt.Fprintln(l.w, line)
 }
 
 func (l *lines) stop() {

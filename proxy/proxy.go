@@ -93,6 +93,9 @@ type Options struct {
 	// tier keeps per request (its Redis budget: fleet.Scope); code misses
 	// get it through Codes.
 	Scope func(context.Context) context.Context
+	// Limits is what GET /wxa-sidecar/limits shows; nil answers it 404
+	// (it is never forwarded).
+	Limits *Limits
 }
 
 // Proxy is the http.Handler of the API port.
@@ -115,6 +118,7 @@ type Proxy struct {
 	aliases      *aliasTable
 	routeMetrics map[string]routeMetrics
 	cacheControl []string // one shared header value
+	limits       *Limits
 }
 
 type app struct {
@@ -147,6 +151,7 @@ func New(opts Options) (*Proxy, error) {
 		now:         opts.Now,
 		quota:       opts.Quota,
 		scope:       opts.Scope,
+		limits:      opts.Limits,
 	}
 	for _, a := range opts.Apps {
 		if a.Tokens == nil {
@@ -292,6 +297,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) string {
 		return routePassthrough
 	}
 	switch {
+	case apiPath == PathLimits:
+		p.serveLimits(w, r, a)
+		return routePassthrough
 	case apiPath == wechat.PathToken || apiPath == wechat.PathStableToken:
 		p.serveToken(w, r, a, apiPath)
 		return routeToken

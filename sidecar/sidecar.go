@@ -176,6 +176,8 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Sidecar, error) 
 		Metrics:         s.metrics,
 		CacheTTL:        cfg.CacheTTL,
 		Scope:           s.scope,
+		// GET /wxa-sidecar/limits: what pregen's dry run estimates from.
+		Limits: &proxy.Limits{Options: limits, Shared: s.redis != nil, FleetSize: cfg.FleetSize, Status: s.gate.Status},
 	})
 	if err != nil {
 		c.Close()
