@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
 	"github.com/wxa-sidecar/wxa-sidecar/fleet"
+	"github.com/wxa-sidecar/wxa-sidecar/metrics"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
 )
@@ -31,7 +33,7 @@ func (s *Sidecar) adminHandler() http.Handler {
 		// A browser gets a page, curl | jq (Accept: */*) the JSON.
 		w.Header().Set("Vary", "Accept")
 		if prefersHTML(r.Header.Values("Accept")) {
-			writeStatusHTML(w, s.status())
+			writeStatusHTML(w, s.status(), s.history.intervals(), time.Now())
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -48,7 +50,7 @@ type StatusReport struct {
 	Ready   bool           `json:"ready"`
 	Apps    []token.Status `json:"apps"`
 	Limits  []quota.Status `json:"limits"`
-	Cache   cache.Stats    `json:"cache"`
+	Cache   CacheStatus    `json:"cache"`
 	Redis   *fleet.Status  `json:"redis,omitempty"`
 }
 
@@ -62,5 +64,28 @@ func (s *Sidecar) status() StatusReport {
 		st := s.redis.Status()
 		redis = &st
 	}
-	return StatusReport{s.version, s.ready.Load(), apps, s.gate.Status(), s.cache.Stats(), redis}
+	return StatusReport{s.version, s.ready.Load(), apps, s.gate.Status(), cacheStatus(s.cache.Stats(), s.metrics.Totals()), redis}
+}
+
+// CacheStatus is the local tier's size and what the code lookups found.
+// Hits and misses are the metrics' own counts (cache_requests_total), so
+// /status and /metrics never disagree: a shared hit is an L1 miss but not
+// a miss.
+type CacheStatus struct {
+	cache.Stats
+	// Requests is cache_requests_total by result.
+	Requests map[string]float64 `json:"requests"`
+	// HitRatio is the share of lookups answered without a call to WeChat
+	// (every result ending in "hit"), 0 before the first lookup.
+	HitRatio float64 `json:"hit_ratio"`
+}
+
+func cacheStatus(st cache.Stats, t metrics.Totals) CacheStatus {
+	st.Hits = uint64(t.Cache["hit"])
+	st.Misses = uint64(t.Cache["miss"] + t.Cache["collapsed"])
+	c := CacheStatus{Stats: st, Requests: t.Cache}
+	if t.CacheLookups > 0 {
+		c.HitRatio = t.CacheHits / t.CacheLookups
+	}
+	return c
 }

@@ -61,6 +61,9 @@ type Sidecar struct {
 	ready                    atomic.Bool
 	drain                    drainGuard // of the API and QRCODE_ADDR ports
 
+	// history samples the metrics for the status page's charts.
+	history history
+
 	stopTokens context.CancelFunc
 	tokensDone sync.WaitGroup
 }
@@ -270,6 +273,7 @@ func (s *Sidecar) Start() <-chan error {
 	for _, m := range s.tokens {
 		s.tokensDone.Go(func() { m.Run(ctx) })
 	}
+	s.tokensDone.Go(func() { s.history.run(ctx, s.metrics, historyStep, time.Now) })
 	errs := make(chan error, 3)
 	serve := func(srv *http.Server, ln net.Listener) {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

@@ -3,11 +3,11 @@ package sidecar
 import (
 	"bytes"
 	"encoding/json"
-	"html/template"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // prefersHTML reports an Accept header that lists text/html before
@@ -34,66 +34,26 @@ func prefersHTML(accept []string) bool {
 	return false
 }
 
-// statusTable is one part of the status page: a list of objects, one row
-// each, or one object, one row per field.
+// statusTable is a generic part of the status page: a list of objects, one
+// row each, or one object, one row per field. Sections the page has no
+// layout of its own for (a later tier's) are shown this way.
 type statusTable struct {
 	Title   string
 	Columns []string
 	Rows    [][]string
 }
 
-// statusPageData is what the page shows: the JSON's own fields, in the
-// JSON's order, so the page says exactly what the JSON says.
-type statusPageData struct {
-	Version string
-	Ready   bool
-	Tables  []statusTable
-}
-
-var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>wxa-sidecar {{.Version}}</title>
-<style>
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; margin-bottom: 1.5em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
-.ready { color: #176b2c; } .not-ready { color: #b00020; }
-</style>
-</head>
-<body>
-<h1>wxa-sidecar {{.Version}}</h1>
-<p>{{if .Ready}}<strong class="ready">ready</strong>{{else}}<strong class="not-ready">not ready</strong>{{end}}
-· the same facts as JSON: <code>curl /status</code></p>
-{{range .Tables}}<h2>{{.Title}}</h2>
-{{if .Rows}}<table>
-<tr>{{range .Columns}}<th>{{.}}</th>{{end}}</tr>
-{{range .Rows}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>
-{{end}}</table>
-{{else}}<p>none</p>
-{{end}}{{end}}</body>
-</html>
-`))
-
-// writeStatusHTML renders report as the status page. Every value goes
-// through html/template, so an error message from WeChat cannot inject
-// markup.
-func writeStatusHTML(w http.ResponseWriter, report StatusReport) {
-	data := statusPageData{Version: report.Version, Ready: report.Ready}
-	titles := []string{"Apps", "Rate limits and cool-downs", "Cache", "Redis"}
-	for i, value := range []any{report.Apps, report.Limits, report.Cache, report.Redis} {
-		if titles[i] == "Redis" && report.Redis == nil {
-			continue // no shared tier: the JSON omits it too
-		}
-		table, err := tableOf(titles[i], value)
-		if err != nil {
-			http.Error(w, "status: "+err.Error(), http.StatusInternalServerError)
-			return
-		}
-		data.Tables = append(data.Tables, table)
+// writeStatusHTML renders report as the status page, for a person: times
+// as durations and instants (local and UTC+8), sizes in binary units, the
+// hit ratio, each limit's free slots as a bar, trouble highlighted, and
+// the last 15 minutes as small inline SVG charts. No script, no external
+// asset. Every value goes through html/template, so an error message from
+// WeChat cannot inject markup.
+func writeStatusHTML(w http.ResponseWriter, report StatusReport, recent []interval, now time.Time) {
+	data, err := pageOf(report, recent, now)
+	if err != nil {
+		http.Error(w, "status: "+err.Error(), http.StatusInternalServerError)
+		return
 	}
 	var page bytes.Buffer
 	if err := statusPage.Execute(&page, data); err != nil {
