@@ -171,6 +171,9 @@ type sidecar struct {
 
 	stopTokens context.CancelFunc
 	tokensDone sync.WaitGroup
+
+	// publicGate keeps QRCODE_ADDR's share (QRCODE_LIMIT); nil without it.
+	publicGate gate
 }
 
 func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
@@ -281,6 +284,7 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		Metrics:         s.metrics,
 		CacheTTL:        cfg.CacheTTL,
 		Scope:           s.scope,
+		Public:          s.publicOptions(limits),
 	})
 	if err != nil {
 		c.Close()
@@ -455,6 +459,9 @@ func (s *sidecar) close() {
 		}
 	}
 	s.gate.Close()
+	if s.publicGate != nil {
+		s.publicGate.Close()
+	}
 	s.cache.Close()
 	if s.redis != nil {
 		s.redis.Close()
@@ -510,7 +517,12 @@ func (s *sidecar) status() statusReport {
 		st := s.redis.Status()
 		redis = &st
 	}
-	return statusReport{version, s.ready.Load(), apps, s.gate.Status(), s.cache.Stats(), redis}
+	limits := s.gate.Status()
+	if s.publicGate != nil {
+		// QRCODE_ADDR's share, as the endpoint's key with "#public".
+		limits = append(limits, s.publicGate.Status()...)
+	}
+	return statusReport{version, s.ready.Load(), apps, limits, s.cache.Stats(), redis}
 }
 
 // loopbackAddr names a bound address a local curl can reach.
