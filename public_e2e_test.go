@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,7 +31,7 @@ type publicReplica struct {
 func startPublicReplica(t *testing.T, env ...string) publicReplica {
 	t.Helper()
 	addr := freePort(t)
-	return publicReplica{startSidecar(t, append(env, "QRCODE_ADDR="+addr)), addr}
+	return publicReplica{startSidecar(t, slices.Concat(env, []string{"QRCODE_ADDR=" + addr})), addr}
 }
 
 // publicAnswer is one answer of a GET /qrcode.
