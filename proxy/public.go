@@ -113,11 +113,45 @@ type publicCall struct {
 	// Where the request came from; read only if it is fetched.
 	remote string
 	xff    []string
-	// Written by the flight's load alone, which calls Fetch once and once
-	// more for its retry, in turn.
-	client  netip.Prefix
-	charged bool // a slot of the client's is spent on this request
-	tries   int
+	// client is who asks, set by clientKey; the rest is written by the
+	// flight's load alone, which calls Fetch once and once more for its
+	// retry, in turn.
+	client      netip.Prefix
+	clientKnown bool
+	charged     bool // a slot of the client's is spent on this request
+	tries       int
+}
+
+func (c *publicCall) clientKey() netip.Prefix {
+	if !c.clientKnown {
+		c.client, c.clientKnown = clientOf(c.remote, c.xff, c.port.trusted), true
+	}
+	return c.client
+}
+
+func (c *publicCall) clientRefusal(wait time.Duration) error {
+	c.port.refusedClient.Inc()
+	return callerRefusal{&quota.Refusal{Code: wechat.MinuteQuota, RetryAfter: max(wait, time.Second),
+		Msg: "api minute-quota reach limit (wxa-sidecar QRCODE_CLIENT_LIMIT: too many new codes from this address)"}}
+}
+
+// fromCacheOnly answers a client already past its limit from the cache
+// alone (codes.Lookup: L1, then L2; no lease, no flight, no fetch), or
+// with the client limit's refusal, and reports whether it answered: a
+// flood past its limit costs one cache lookup a request, not the
+// fleet's flight machinery.
+func (c *publicCall) fromCacheOnly(ctx context.Context, cs *codes.Codes, r codes.Request) (res codes.Result, answered bool, err error) {
+	if c.port.clients == nil {
+		return codes.Result{}, false, nil
+	}
+	wait := c.port.clients.Wait(c.clientKey())
+	if wait == 0 {
+		return codes.Result{}, false, nil
+	}
+	if res, found := cs.Lookup(ctx, c.key, r); found {
+		return res, true, nil
+	}
+	return codes.Result{Status: codes.Miss}, true, c.clientRefusal(wait)
 }
 
 // Fetch charges the client's limit once for the request (its retry is
@@ -130,12 +164,9 @@ func (c *publicCall) Fetch(ctx context.Context) (*codes.Image, error) {
 	}
 	c.tries++
 	if c.port.clients != nil && !c.charged {
-		c.client = clientOf(c.remote, c.xff, c.port.trusted)
-		wait, ok := c.port.clients.Take(c.client)
+		wait, ok := c.port.clients.Take(c.clientKey())
 		if !ok {
-			c.port.refusedClient.Inc()
-			return nil, callerRefusal{&quota.Refusal{Code: wechat.MinuteQuota, RetryAfter: max(wait, time.Second),
-				Msg: "api minute-quota reach limit (wxa-sidecar QRCODE_CLIENT_LIMIT: too many new codes from this address)"}}
+			return nil, c.clientRefusal(wait)
 		}
 		c.charged = true
 	}
@@ -168,7 +199,15 @@ const maxRejoins = 3
 // of the public port on the very code the backend asks cannot refuse the
 // backend. A flight it joins on its second try may have started before
 // the mark; the one after that cannot have.
+//
+// A client of QRCODE_ADDR already past its QRCODE_CLIENT_LIMIT is answered
+// from the cache alone (see fromCacheOnly).
 func (p *Proxy) getCode(ctx context.Context, key cache.Key, r codes.Request, f codes.Fetcher, api bool) (codes.Result, error) {
+	if pc, ok := f.(*publicCall); ok {
+		if res, answered, err := pc.fromCacheOnly(ctx, p.codes, r); answered {
+			return res, err
+		}
+	}
 	res, err := p.codes.Get(ctx, key, r, f)
 	for try := 0; try < maxRejoins && err != nil && res.Status == codes.Collapsed && errors.As(err, new(callerRefusal)); try++ {
 		if api && try == 0 && p.public != nil {

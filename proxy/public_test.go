@@ -17,6 +17,7 @@ import (
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
+	"github.com/wxa-sidecar/wxa-sidecar/redistest"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 	"github.com/wxa-sidecar/wxa-sidecar/wxacode"
 )
@@ -285,5 +286,42 @@ func TestAllowedPathsGovernQRCodeOnTheAPIPort(t *testing.T) {
 	// The public port serves /qrcode whatever ALLOWED_PATHS says.
 	if resp := getFrom(t, newServer(t, h.proxy.QRCodeHandler())+"/qrcode?scene=x"); resp.status != http.StatusOK {
 		t.Errorf("GET /qrcode on QRCODE_ADDR: %d %s, want 200", resp.status, resp.body)
+	}
+}
+
+// A client past its limit is answered from the cache alone: a code the
+// fleet holds in Redis is still served, a new one refused, and neither
+// takes a lease (a flood past its limit costs one cache lookup each).
+func TestAClientPastItsLimitIsAnsweredFromTheCacheAlone(t *testing.T) {
+	rs := redistest.Start(t, redistest.Options{})
+	other, replica := &fleetReplica{}, &fleetReplica{}
+	a := newHarness(t, harnessOptions{cache: true, proxy: other.wire(t, rs.URL)})
+	b := newHarness(t, harnessOptions{cache: true, proxy: func(o *Options) {
+		replica.wire(t, rs.URL)(o)
+		o.Public = PublicOptions{ClientLimit: quota.Limit{Rate: 0.001, Burst: 1}}
+	}})
+	public := newServer(t, b.proxy.QRCodeHandler())
+	if resp := getFrom(t, public+"/qrcode?scene=mine"); resp.status != http.StatusOK {
+		t.Fatalf("the client's one new code: %d %s", resp.status, resp.body)
+	}
+	if resp := a.get("/qrcode?scene=fleet"); resp.status != http.StatusOK {
+		t.Fatalf("another replica's code: %d %s", resp.status, resp.body)
+	}
+	replica.mu.Lock()
+	replica.ops = nil
+	replica.mu.Unlock()
+	resp := getFrom(t, public+"/qrcode?scene=fleet")
+	if resp.status != http.StatusOK || resp.header.Get("Cache-Status") != cacheStatusSharedHit {
+		t.Errorf("a code in the fleet's cache, past the limit: %d Cache-Status %q, want 200 from the shared tier",
+			resp.status, resp.header.Get("Cache-Status"))
+	}
+	if resp := getFrom(t, public+"/qrcode?scene=new"); resp.status != http.StatusTooManyRequests {
+		t.Errorf("a new code past the limit: %d %s, want 429", resp.status, resp.body)
+	}
+	if replica.reported("lease ok") {
+		t.Errorf("a client past its limit took a lease: Redis ops %v", replica.ops)
+	}
+	if got := a.fake.Calls(pathUnlimited) + b.fake.Calls(pathUnlimited); got != 2 {
+		t.Errorf("WeChat saw %d calls, want 2", got)
 	}
 }

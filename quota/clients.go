@@ -86,6 +86,29 @@ func (c *Clients[K]) takeAt(client K, now time.Time) (time.Duration, bool) {
 	return 0, true
 }
 
+// Wait is how long until client has a slot free, 0 if it has one now:
+// what Take would answer, without spending or remembering anything.
+func (c *Clients[K]) Wait(client K) time.Duration {
+	return c.waitAt(client, c.now())
+}
+
+func (c *Clients[K]) waitAt(client K, now time.Time) time.Duration {
+	if c.interval == 0 {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entries[client]
+	if e == nil {
+		return 0
+	}
+	allowAt := e.tat.Add(c.interval - time.Duration(c.burst)*c.interval)
+	if now.Before(allowAt) {
+		return allowAt.Sub(now)
+	}
+	return 0
+}
+
 // GiveBack returns one slot Take spent for client: the call it was spent
 // on did not go upstream after all. A client forgotten since has a full
 // bucket already.

@@ -130,3 +130,24 @@ func TestClientsWithoutALimitRemembersNothing(t *testing.T) {
 		t.Errorf("remembers %d clients without a limit", c.Len())
 	}
 }
+
+func TestClientsWaitSaysWhatTakeWouldWithoutSpending(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	c := NewClients[string](Limit{Rate: 1, Burst: 2}, 10, nil)
+	if w := c.waitAt("a", t0); w != 0 || c.Len() != 0 {
+		t.Errorf("an unknown client: wait %v, %d remembered; want 0 and none", w, c.Len())
+	}
+	for range 3 {
+		if w := c.waitAt("a", t0); w != 0 {
+			t.Fatalf("wait %v before any take", w)
+		}
+	}
+	c.takeAt("a", t0)
+	c.takeAt("a", t0)
+	if w, _ := c.takeAt("a", t0.Add(250*time.Millisecond)); c.waitAt("a", t0.Add(250*time.Millisecond)) != w || w != 750*time.Millisecond {
+		t.Errorf("wait %v, Take's %v; want both 750ms", c.waitAt("a", t0.Add(250*time.Millisecond)), w)
+	}
+	if w := c.waitAt("a", t0.Add(time.Second)); w != 0 {
+		t.Errorf("a second later: wait %v, want 0", w)
+	}
+}
