@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -76,6 +77,12 @@ type Config struct {
 	// QuotaCooldown 0 means until the next midnight China time.
 	QuotaCooldown time.Duration `env:"QUOTA_COOLDOWN" envDefault:"0s" help:"how long a 45009 (daily quota) closes an endpoint; 0s: until midnight UTC+8"`
 
+	// What GET /qrcode on QRCODE_ADDR may spend: README's "Exposing GET
+	// /qrcode".
+	QRCodeLimit       string   `env:"QRCODE_LIMIT" help:"the share of getwxacodeunlimit's limit QRCODE_ADDR may spend, N/UNIT[:BURST] (the whole fleet's with REDIS_URL), so the API port keeps the rest; empty: half the endpoint's rate and burst; off: no share of its own"`
+	QRCodeClientLimit string   `env:"QRCODE_CLIENT_LIMIT" envDefault:"60/m:20" help:"new codes one client (an IPv4 address, an IPv6 /64) may start on QRCODE_ADDR, per replica, N/UNIT[:BURST]; past it 429 with Retry-After (cached codes stay free); off: no limit"`
+	TrustedProxiesRaw []string `env:"TRUSTED_PROXIES" envSeparator:"," help:"comma-separated CIDRs (or addresses) of the proxies in front of QRCODE_ADDR: the client is the rightmost X-Forwarded-For address not among them; empty: the peer is the client"`
+
 	// RedisURL, when set, makes the fleet share one Redis: images, leases,
 	// limits, cool-downs and tokens. Empty: every replica on its own.
 	RedisURL          string        `env:"REDIS_URL" help:"one Redis shared by every replica: redis://, rediss:// (TLS) or a Cluster as redis://host1:port?addr=host2:port; empty: each replica alone. Never logged"`
@@ -95,6 +102,13 @@ type Config struct {
 	Apps []App `env:"-"`
 	// Limits are the parsed UPSTREAM_LIMITS, by WeChat path.
 	Limits map[string]RateLimit `env:"-"`
+	// QRCodeShare is the parsed QRCODE_LIMIT: nil when empty (half the
+	// endpoint's limit), a zero RateLimit for off.
+	QRCodeShare *RateLimit `env:"-"`
+	// ClientLimit is the parsed QRCODE_CLIENT_LIMIT; a zero Rate for off.
+	ClientLimit RateLimit `env:"-"`
+	// TrustedProxies are the parsed TRUSTED_PROXIES.
+	TrustedProxies []netip.Prefix `env:"-"`
 
 	logLevel slog.Level
 }
@@ -236,6 +250,7 @@ func (c *Config) validate() []error {
 	limits, errs := parseLimits(c.UpstreamLimits)
 	c.Limits = limits
 	p = append(p, errs...)
+	p = append(p, c.validatePublic()...)
 	p = append(p, c.validateRedis()...)
 	return p
 }
@@ -394,28 +409,37 @@ func parseLimits(s string) (map[string]RateLimit, []error) {
 			bad("the path must start with /")
 			continue
 		}
-		spec, burstText, hasBurst := strings.Cut(spec, ":")
-		countText, unit, ok := strings.Cut(spec, "/")
-		seconds, unitOK := limitUnits[unit]
-		count, err := strconv.Atoi(countText)
-		if !ok || !unitOK || err != nil || count < 2 {
-			bad("N must be a whole number of at least 2 and UNIT one of s, m, h, d")
+		lim, why := parseRate(spec)
+		if why != "" {
+			bad(why)
 			continue
-		}
-		burst := max(count/10, 1)
-		if hasBurst {
-			if burst, err = strconv.Atoi(burstText); err != nil || burst < 1 || burst >= count {
-				bad("BURST must be a whole number from 1 to N-1")
-				continue
-			}
 		}
 		if _, dup := limits[path]; dup {
 			bad("path listed twice")
 			continue
 		}
-		limits[path] = RateLimit{Rate: float64(count-burst) / seconds, Burst: burst}
+		limits[path] = lim
 	}
 	return limits, problems
+}
+
+// parseRate reads one N/UNIT[:BURST] (see parseLimits), or says why it
+// cannot.
+func parseRate(spec string) (RateLimit, string) {
+	spec, burstText, hasBurst := strings.Cut(spec, ":")
+	countText, unit, ok := strings.Cut(spec, "/")
+	seconds, unitOK := limitUnits[unit]
+	count, err := strconv.Atoi(countText)
+	if !ok || !unitOK || err != nil || count < 2 {
+		return RateLimit{}, "N must be a whole number of at least 2 and UNIT one of s, m, h, d"
+	}
+	burst := max(count/10, 1)
+	if hasBurst {
+		if burst, err = strconv.Atoi(burstText); err != nil || burst < 1 || burst >= count {
+			return RateLimit{}, "BURST must be a whole number from 1 to N-1"
+		}
+	}
+	return RateLimit{Rate: float64(count-burst) / seconds, Burst: burst}, ""
 }
 
 // LogValue keeps secrets out of logs when the config is logged.

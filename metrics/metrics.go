@@ -46,6 +46,10 @@ type Metrics struct {
 	RateLimitRejections *prometheus.CounterVec   // endpoint
 	QuotaCooldown       *prometheus.GaugeVec     // app, endpoint
 
+	// QRCodeRefusals counts GET /qrcode requests on QRCODE_ADDR refused
+	// before reaching WeChat by the public port's own limits.
+	QRCodeRefusals *prometheus.CounterVec // reason: QRCodeRefusalReasons
+
 	// The shared tier (REDIS_URL): registered by ObserveRedis only.
 	RedisUp              prometheus.Gauge
 	RedisRequests        *prometheus.CounterVec   // op, result
@@ -114,8 +118,14 @@ func New() *Metrics {
 			"Calls refused with 45011 because no rate-limit slot was free within UPSTREAM_MAX_WAIT, by endpoint.", "endpoint"),
 		QuotaCooldown: gauge("quota_cooldown_active",
 			"1 while calls to the app's endpoint are answered locally because WeChat reported its quota reached.", "app", "endpoint"),
+		QRCodeRefusals: counter("qrcode_refusals_total",
+			"GET /qrcode requests on QRCODE_ADDR refused with 429 before reaching WeChat, by reason: public_budget (QRCODE_LIMIT, the port's share of the fleet's limit), client_limit (QRCODE_CLIENT_LIMIT).", "reason"),
 	}
 }
+
+// QRCodeRefusalReasons are the values of qrcode_refusals_total's reason
+// label.
+var QRCodeRefusalReasons = []string{"public_budget", "client_limit"}
 
 // CacheResults are the values of cache_requests_total's result label;
 // shared_hit only happens with the shared tier.

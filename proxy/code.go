@@ -11,6 +11,7 @@ import (
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
 	"github.com/wxa-sidecar/wxa-sidecar/codes"
+	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
 	"github.com/wxa-sidecar/wxa-sidecar/upstream"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
@@ -93,7 +94,7 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 			writeError(w, errNotCached)
 			return
 		}
-	} else if res, err = p.codes.Get(r.Context(), key, codes.Request{App: c.app.id, Endpoint: c.endpoint}, c); err != nil {
+	} else if res, err = p.getCode(r.Context(), key, codes.Request{App: c.app.id, Endpoint: c.endpoint}, c, true); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -182,7 +183,11 @@ func (t *aliasTable) put(app, endpoint string, body []byte, canonical cache.Key)
 // Fetch makes c's upstream call for a code image, for codes: WeChat's
 // answer as an image to judge, or why there is none, with the failures
 // worth a retry wrapped in codes.ErrTransient.
-func (c *call) Fetch(ctx context.Context) (*codes.Image, error) {
+func (c *call) Fetch(ctx context.Context) (*codes.Image, error) { return c.fetchImage(ctx, nil) }
+
+// fetchImage is Fetch with budget (nil: none) as the upstream.Call's
+// Budget: GET /qrcode on QRCODE_ADDR spends the public share.
+func (c *call) fetchImage(ctx context.Context, budget quota.Gate) (*codes.Image, error) {
 	base := c.app.up.Base()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base.String(), nil)
 	if err != nil {
@@ -194,7 +199,7 @@ func (c *call) Fetch(ctx context.Context) (*codes.Image, error) {
 	}
 	req.Header.Set("Content-Type", contentType)
 	resp, err := c.app.up.Send(ctx, req, &upstream.Call{Tokens: c.app.tokens, Path: c.path, Endpoint: c.endpoint,
-		Body: c.body, Image: true})
+		Body: c.body, Image: true, Budget: budget})
 	if err != nil {
 		var te *upstream.TransportError
 		if errors.As(err, &te) && !errors.Is(err, context.Canceled) {

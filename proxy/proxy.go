@@ -96,6 +96,9 @@ type Options struct {
 	// Limits is what GET /wxa-sidecar/limits shows; nil answers it 404
 	// (it is never forwarded).
 	Limits *Limits
+	// Public limits what GET /qrcode on QRCODE_ADDR (QRCodeHandler) may
+	// spend; the zero value: as the API port.
+	Public PublicOptions
 }
 
 // Proxy is the http.Handler of the API port.
@@ -119,6 +122,8 @@ type Proxy struct {
 	routeMetrics map[string]routeMetrics
 	cacheControl []string // one shared header value
 	limits       *Limits
+
+	public *publicPort // nil: QRCODE_ADDR spends as the API port
 }
 
 type app struct {
@@ -189,6 +194,7 @@ func New(opts Options) (*Proxy, error) {
 	if p.quota == nil {
 		p.quota = noQuota{}
 	}
+	p.public = newPublicPort(opts.Public, p.metrics.QRCodeRefusals, p.now)
 	co := opts.Codes
 	if co.L1 == nil {
 		co.L1 = noCache{}
@@ -288,13 +294,15 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) string {
 	if rec, ok := w.(*accessRecorder); ok {
 		rec.note(p, r, a, apiPath)
 	}
-	if apiPath == "/qrcode" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		p.serveQRCode(w, r, a)
-		return routeQRCode
-	}
 	if !p.pathAllowed(apiPath) {
+		// Every path of this port, /qrcode included: ALLOWED_PATHS is
+		// what the port serves.
 		writeError(w, errPathNotAllowed)
 		return routePassthrough
+	}
+	if apiPath == "/qrcode" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		p.serveQRCode(w, r, a, false)
+		return routeQRCode
 	}
 	switch {
 	case apiPath == PathLimits:

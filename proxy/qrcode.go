@@ -16,7 +16,10 @@ import (
 // serveQRCode answers GET /qrcode?scene=...&page=...: the same image and
 // cache entry as POST /wxa/getwxacodeunlimit, with plain HTTP statuses a
 // front end or an <img src> can use directly.
-func (p *Proxy) serveQRCode(w http.ResponseWriter, r *http.Request, a *app) {
+//
+// On QRCODE_ADDR (public) a request that starts an upstream call spends
+// the port's own limits (PublicOptions); on the API port, the API side's.
+func (p *Proxy) serveQRCode(w http.ResponseWriter, r *http.Request, a *app, public bool) {
 	q := r.URL.Query()
 	if a == nil {
 		if id := q.Get("app"); id != "" {
@@ -30,7 +33,7 @@ func (p *Proxy) serveQRCode(w http.ResponseWriter, r *http.Request, a *app) {
 			return
 		}
 	}
-	c := &call{app: a, path: wechat.PathUnlimited, endpoint: wechat.PathUnlimited}
+	c, pc := p.qrcodeCall(a, r, public)
 	body, canonical, err := wxacode.FromQuery(q)
 	if err != nil {
 		p.qrcodeError(w, c, err)
@@ -38,6 +41,11 @@ func (p *Proxy) serveQRCode(w http.ResponseWriter, r *http.Request, a *app) {
 	}
 	c.body = body
 	key := cache.Key(wxacode.KeyOf(a.id, wechat.PathUnlimited, canonical))
+	var f codes.Fetcher = c
+	if pc != nil {
+		pc.key = key
+		f = pc
+	}
 	var res codes.Result
 	if onlyIfCached(r.Header) {
 		var found bool
@@ -45,7 +53,7 @@ func (p *Proxy) serveQRCode(w http.ResponseWriter, r *http.Request, a *app) {
 			writeErrcode(w, errNotCached.Status, errNotCached.Code, errNotCached.Msg)
 			return
 		}
-	} else if res, err = p.codes.Get(r.Context(), key, codes.Request{App: a.id, Endpoint: c.endpoint}, c); err != nil {
+	} else if res, err = p.getCode(r.Context(), key, codes.Request{App: a.id, Endpoint: c.endpoint}, f, !public); err != nil {
 		p.qrcodeError(w, c, err)
 		return
 	}
@@ -137,7 +145,7 @@ func (p *Proxy) serveQRCodePort(w http.ResponseWriter, r *http.Request) bool {
 	if rec, ok := w.(*accessRecorder); ok {
 		rec.note(p, r, a, apiPath)
 	}
-	p.serveQRCode(w, r, a)
+	p.serveQRCode(w, r, a, true)
 	return true
 }
 

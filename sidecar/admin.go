@@ -64,7 +64,12 @@ func (s *Sidecar) status() StatusReport {
 		st := s.redis.Status()
 		redis = &st
 	}
-	return StatusReport{s.version, s.ready.Load(), apps, s.gate.Status(), cacheStatus(s.cache.Stats(), s.metrics.Totals()), redis}
+	limits := s.gate.Status()
+	if s.publicGate != nil {
+		// QRCODE_ADDR's share, as the endpoint's key with "#public".
+		limits = append(limits, s.publicGate.Status()...)
+	}
+	return StatusReport{s.version, s.ready.Load(), apps, limits, cacheStatus(s.cache.Stats(), s.metrics.Totals()), redis}
 }
 
 // CacheStatus is the local tier's size and what the code lookups found.

@@ -66,6 +66,9 @@ type Sidecar struct {
 
 	stopTokens context.CancelFunc
 	tokensDone sync.WaitGroup
+
+	// publicGate keeps QRCODE_ADDR's share (QRCODE_LIMIT); nil without it.
+	publicGate gate
 }
 
 // New wires a sidecar from cfg; version is what wxa_sidecar_build_info and
@@ -181,6 +184,7 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Sidecar, error) 
 		Scope:           s.scope,
 		// GET /wxa-sidecar/limits: what pregen's dry run estimates from.
 		Limits: &proxy.Limits{Options: limits, Shared: s.redis != nil, FleetSize: cfg.FleetSize, Status: s.gate.Status},
+		Public: s.publicOptions(limits),
 	})
 	if err != nil {
 		c.Close()
@@ -391,6 +395,9 @@ func (s *Sidecar) Close() {
 		}
 	}
 	s.gate.Close()
+	if s.publicGate != nil {
+		s.publicGate.Close()
+	}
 	s.cache.Close()
 	if s.redis != nil {
 		s.redis.Close()

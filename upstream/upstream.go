@@ -55,6 +55,12 @@ type Call struct {
 	// by the caller (a whole image or a broken one), who reports it with
 	// Client.Report. Every other outcome is reported here.
 	Image bool
+	// Budget, when set, is a further gate every request of this call (a
+	// replay included) must pass before the Client's own, under the same
+	// key: a share of the endpoint's limit that caps what one kind of
+	// caller may spend (GET /qrcode on QRCODE_ADDR). Its refusal is the
+	// call's error; it is told nothing of WeChat's answers.
+	Budget quota.Gate
 }
 
 // Outcome is what one request to WeChat came to: the bounded values of the
@@ -204,6 +210,13 @@ func (c *Client) sendWithToken(ctx context.Context, req *http.Request, call *Cal
 // its outcome; it returns the errcode of a small JSON answer (0 if none).
 func (c *Client) roundTrip(ctx context.Context, req *http.Request, call *Call, app, tok string) (*http.Response, wechat.Errcode, error) {
 	key := quota.Key{App: app, Endpoint: call.Endpoint}
+	if call.Budget != nil {
+		// First: a slot of the endpoint's taken and then refused by the
+		// budget would be lost to every other caller.
+		if err := call.Budget.Admit(ctx, key); err != nil {
+			return nil, 0, err
+		}
+	}
 	if err := c.gate.Admit(ctx, key); err != nil {
 		return nil, 0, err
 	}
