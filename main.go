@@ -160,6 +160,7 @@ type sidecar struct {
 	cache   *cache.Memory
 	gate    gate
 	redis   *fleet.Client // nil without REDIS_URL
+	flight  *fleet.Flight // the fleet's code leases; nil without REDIS_URL
 	// scope gives a request its shared-tier budget; nil without Redis.
 	scope func(context.Context) context.Context
 	proxy *proxy.Proxy
@@ -263,7 +264,8 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 	co := codes.Options{L1: c, RefusalTTL: cfg.CacheTTL, Logger: log, Hooks: s.metrics.CodesHooks()}
 	if s.redis != nil {
 		co.L2 = fleet.NewL2(s.redis, fleet.L2Options{TTL: cfg.CacheTTL, Logger: log})
-		co.Flight = fleet.NewFlight(s.redis, fleet.FlightOptions{LeaseExpiry: leaseExpiry(cfg), Logger: log})
+		s.flight = fleet.NewFlight(s.redis, fleet.FlightOptions{LeaseExpiry: leaseExpiry(cfg), Logger: log})
+		co.Flight = s.flight
 		co.Refusals = fleet.NewRefusals(s.redis, fleet.RefusalsOptions{TTL: cfg.CacheTTL})
 		co.Scope = fleet.Scope
 	}
@@ -415,6 +417,11 @@ func (s *sidecar) shutdown(timeout time.Duration) error {
 		if n := s.drain.drain(); n > 0 {
 			s.log.Warn("shutdown timeout near: requests still waiting answered 503", "requests", n)
 		}
+		// Code fetches whose callers are gone (or just answered 503) end
+		// too, and give their fleet leases back before the process exits.
+		if s.flight != nil {
+			s.flight.Stop()
+		}
 	})
 	defer answerWaiting.Stop()
 	servers := []*http.Server{s.api, s.qrcode}
@@ -428,8 +435,39 @@ func (s *sidecar) shutdown(timeout time.Duration) error {
 		}
 	}
 	wg.Wait()
+	s.settle(ctx)
 	s.admin.Shutdown(ctx)
 	return errors.Join(errs...)
+}
+
+// settle is the rest of shutdown once no request is left: no lease of this
+// replica's may outlive it. Token fills end now (nobody here waits for
+// them; one waiting for another replica's lease would hold the exit for
+// its whole wait) and give back the token lease they hold. Code fetches
+// under a fleet lease finish, or are ended at the drain and release it.
+// What could not reach Redis is retried for a second at most.
+func (s *sidecar) settle(ctx context.Context) {
+	for _, m := range s.tokens {
+		m.Stop()
+	}
+	for _, m := range s.tokens {
+		if m.Wait(ctx) != nil {
+			s.log.Warn("shutdown timeout: a token fill did not end", "app", m.AppID())
+		}
+	}
+	if s.flight != nil && s.flight.Wait(ctx) != nil {
+		s.log.Warn("shutdown timeout: code fetches under a fleet lease did not end; their leases expire by themselves")
+	}
+	if s.redis != nil && s.redis.Owed() > 0 {
+		// Only while Redis is unreachable is anything owed: a second
+		// more, not the whole timeout, for it to answer.
+		owedCtx, cancel := context.WithTimeout(ctx, drainMargin)
+		defer cancel()
+		if s.redis.Settle(owedCtx) != nil {
+			s.log.Warn("shutdown: Redis did not answer; leases this replica could not release expire by themselves",
+				"owed", s.redis.Owed())
+		}
+	}
 }
 
 // drainMargin is how long before SHUTDOWN_TIMEOUT the requests still
@@ -445,6 +483,9 @@ func drainDelay(timeout time.Duration) time.Duration {
 }
 
 func (s *sidecar) close() {
+	for _, m := range s.tokens {
+		m.Stop()
+	}
 	if s.stopTokens != nil {
 		s.stopTokens()
 		s.tokensDone.Wait()
