@@ -318,6 +318,16 @@ func (m *Manager) obtain(ctx context.Context, need func(*Token, time.Time) bool,
 	var t Token
 	var err error
 	go func() {
+		defer func() {
+			// A panic here would end the process, not one request.
+			if r := recover(); r != nil {
+				t, err = Token{}, fmt.Errorf("token: panic while getting a token: %v", r)
+			}
+			m.mu.Lock()
+			m.inflight = nil
+			close(done)
+			m.mu.Unlock()
+		}()
 		fillCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		defer cancel()
 		defer context.AfterFunc(m.life, cancel)()
@@ -325,10 +335,6 @@ func (m *Manager) obtain(ctx context.Context, need func(*Token, time.Time) bool,
 			cancel() // now, not in AfterFunc's goroutine
 		}
 		t, err = m.fill(fillCtx, need, fetch)
-		m.mu.Lock()
-		m.inflight = nil
-		close(done)
-		m.mu.Unlock()
 	}()
 	select {
 	case <-done:
