@@ -105,6 +105,10 @@ type Client struct {
 	hooks   Hooks
 	now     func() time.Time
 	breaker breaker
+	// owed is what this replica owes the fleet from while Redis was
+	// unreachable: leases to release, images to store (owed.go).
+	owed      owedQueue
+	closeOnce sync.Once
 }
 
 // setLoggerOnce: go-redis has one process-wide logger.
@@ -126,6 +130,7 @@ func New(o Options) (*Client, error) {
 		o.Now = time.Now
 	}
 	c := &Client{prefix: o.Prefix, timeout: o.Timeout, log: o.Logger, hooks: o.Hooks, now: o.Now}
+	c.owed.closed = make(chan struct{})
 	c.breaker.now = o.Now
 	var tlsConfig *tls.Config
 	if o.CAFile != "" {
@@ -210,8 +215,16 @@ func (l slogLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.WarnContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }
 
-// Close closes the connections.
-func (c *Client) Close() error { return c.rdb.Close() }
+// Close closes the connections; what the replica still owes the fleet is
+// dropped (Settle first to pay it).
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.owed.mu.Lock()
+		close(c.owed.closed)
+		c.owed.mu.Unlock()
+	})
+	return c.rdb.Close()
+}
 
 // Status is the shared tier for /status: never the password.
 type Status struct {
@@ -376,6 +389,14 @@ func (b *breaker) allow() bool {
 	}
 	b.probing = true
 	return true
+}
+
+// ready reports whether allow would let a call through now, without
+// taking the probe.
+func (b *breaker) ready() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.open || (!b.probing && b.now().Sub(b.openedAt) >= breakerCoolOff)
 }
 
 // success closes the breaker; it reports whether it was open.

@@ -87,14 +87,21 @@ func (l *L2) Get(ctx context.Context, app string, k cache.Key) (*cache.Entry, er
 	return e, nil
 }
 
-// Set stores e under k for the TTL.
+// Set stores e under k for the TTL. When Redis is out of reach, a write
+// made under a fleet lease is owed: made as soon as Redis answers again,
+// before the lease's release, so its waiters find the image instead of
+// sitting out the lease and fetching it again.
 func (l *L2) Set(ctx context.Context, app string, k cache.Key, e *cache.Entry) error {
 	key := imageKey(l.c, app, k)
 	value := encodeEntry(e)
-	err := l.c.Do(ctx, OpL2Set, func(ctx context.Context) error {
+	set := func(ctx context.Context) error {
 		return l.c.rdb.Set(ctx, key, value, l.ttl).Err()
-	})
+	}
+	err := l.c.Do(ctx, OpL2Set, set)
 	if err != nil {
+		if expires, ok := leaseExpiry(ctx); ok && unreachable(err) {
+			l.c.owe(OpL2Set, expires, len(value), set)
+		}
 		return fmt.Errorf("fleet: l2 set: %w", err)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	mathrand "math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,6 +63,11 @@ type FlightOptions struct {
 // answered and before the lease is released; the others wait for the
 // image to appear in L2 (or the holder's errcode), up to the lease's
 // expiry, then load themselves. With Redis unreachable it is LocalFlight.
+//
+// A lease never outlives its holder's fetch by more than a few seconds: a
+// release (and the image write before it) that Redis could not take is
+// owed, made as soon as Redis answers again (owed.go); and Stop ends the
+// flights still running at shutdown, whose holders then release.
 type Flight struct {
 	c          *Client
 	expiry     time.Duration
@@ -69,6 +75,11 @@ type Flight struct {
 	failureTTL time.Duration
 	log        *slog.Logger
 	g          singleflight.Group
+
+	// life ends with Stop: every flight's context does too.
+	life    context.Context
+	stop    context.CancelFunc
+	running running
 }
 
 var _ codes.Flight = (*Flight)(nil)
@@ -87,7 +98,59 @@ func NewFlight(c *Client, o FlightOptions) *Flight {
 	if o.Logger == nil {
 		o.Logger = c.log
 	}
-	return &Flight{c: c, expiry: o.LeaseExpiry, poll: o.Poll, failureTTL: o.FailureTTL, log: o.Logger}
+	f := &Flight{c: c, expiry: o.LeaseExpiry, poll: o.Poll, failureTTL: o.FailureTTL, log: o.Logger}
+	f.life, f.stop = context.WithCancel(context.Background())
+	return f
+}
+
+// Stop ends every flight, running or to come: a load sees its context
+// cancelled, a holder releases its lease (or owes the release), a waiter
+// stops waiting. Flights' callers get an error. For shutdown.
+func (f *Flight) Stop() { f.stop() }
+
+// Wait returns when no flight runs (every lease this replica held is
+// released or owed), or with ctx's error when ctx ends first.
+func (f *Flight) Wait(ctx context.Context) error { return f.running.wait(ctx) }
+
+// running counts the flights under way; its zero can be waited for.
+type running struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0
+}
+
+func (r *running) add() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == 0 {
+		r.zero = make(chan struct{})
+	}
+	r.n++
+}
+
+func (r *running) done() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.n--
+	if r.n == 0 {
+		close(r.zero)
+	}
+}
+
+func (r *running) wait(ctx context.Context) error {
+	r.mu.Lock()
+	if r.n == 0 {
+		r.mu.Unlock()
+		return nil
+	}
+	zero := r.zero
+	r.mu.Unlock()
+	select {
+	case <-zero:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // flightResult is what this replica's flight for a key answers every
@@ -100,11 +163,18 @@ type flightResult struct {
 // Run implements codes.Flight.
 func (f *Flight) Run(ctx context.Context, app string, k cache.Key, load func(context.Context) (*cache.Entry, error)) (*cache.Entry, codes.Source, error) {
 	var leading atomic.Bool
-	// The caller whose flight this is may hang up; the others sharing it
-	// must still get its result.
-	detached := context.WithoutCancel(ctx)
 	ch := f.g.DoChan(string(k[:]), func() (v any, err error) {
 		leading.Store(true)
+		f.running.add()
+		defer f.running.done()
+		// The caller whose flight this is may hang up; the others sharing
+		// it must still get its result. Only Stop ends it.
+		detached, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		defer context.AfterFunc(f.life, cancel)()
+		if f.life.Err() != nil {
+			cancel() // now, not in AfterFunc's goroutine
+		}
 		defer func() {
 			// DoChan re-panics in a goroutine of its own, which would
 			// kill the process.
@@ -147,6 +217,11 @@ func (f *Flight) lead(ctx context.Context, app string, k cache.Key, load func(co
 	deadline := time.Now().Add(f.expiry)
 	waited := false
 	for {
+		if err := ctx.Err(); err != nil {
+			// Stopped: no lease to take for a load that cannot run.
+			return nil, false, err
+		}
+		acquiredBy := time.Now().Add(f.expiry)
 		holder, err := f.acquire(ctx, keys, owner)
 		if holder == imageHeld && err == nil {
 			// Another replica's flight finished before this one began:
@@ -168,7 +243,7 @@ func (f *Flight) lead(ctx context.Context, app string, k cache.Key, load func(co
 			} else {
 				f.c.Lease(LeaseAcquired)
 			}
-			e, err := f.hold(ctx, keys, owner, load)
+			e, err := f.hold(ctx, keys, owner, acquiredBy, load)
 			return e, false, err
 		}
 		waited = true
@@ -188,6 +263,9 @@ func (f *Flight) lead(ctx context.Context, app string, k cache.Key, load func(co
 			// The holder left no answer: take the lease ourselves.
 			continue
 		default: // gaveUp
+			if err := ctx.Err(); err != nil {
+				return nil, false, err
+			}
 			f.c.Lease(LeaseTimedOut)
 			e, err := load(ctx)
 			return e, false, err
@@ -229,13 +307,13 @@ func (f *Flight) acquire(ctx context.Context, keys flightKeys, owner string) (st
 	return holder, err
 }
 
-// hold runs load under the lease, then releases it, leaving the errcode
-// of a failed load for the waiters.
-func (f *Flight) hold(ctx context.Context, keys flightKeys, owner string, load func(context.Context) (*cache.Entry, error)) (e *cache.Entry, err error) {
+// hold runs load under the lease, which ends by itself at expires, then
+// releases it, leaving the errcode of a failed load for the waiters.
+func (f *Flight) hold(ctx context.Context, keys flightKeys, owner string, expires time.Time, load func(context.Context) (*cache.Entry, error)) (e *cache.Entry, err error) {
 	var marker []byte
 	// Deferred: a load that panics releases the lease too.
-	defer func() { f.release(ctx, keys, owner, marker) }()
-	e, err = load(ctx)
+	defer func() { f.release(ctx, keys, owner, expires, marker) }()
+	e, err = load(underLease(ctx, expires))
 	var we *wechat.Error
 	if err != nil && errors.As(err, &we) {
 		marker = encodeFailure(owner, we)
@@ -257,17 +335,25 @@ end
 return redis.call('DEL', KEYS[1])
 `)
 
-func (f *Flight) release(ctx context.Context, keys flightKeys, owner string, marker []byte) {
+func (f *Flight) release(ctx context.Context, keys flightKeys, owner string, expires time.Time, marker []byte) {
+	release := func(ctx context.Context) error {
+		return releaseScript.Run(ctx, f.c.rdb, []string{keys.lease, keys.failure},
+			owner, marker, f.failureTTL.Milliseconds()).Err()
+	}
 	// The release is the fleet's, not this request's: a request whose
 	// budget one failed L2 call spent still lets the waiters go, rather
 	// than have them wait out the lease. This is at most its second
 	// Redis failure: the lease was taken, so the first call succeeded.
-	err := f.c.Do(withoutBudget(ctx), OpLease, func(ctx context.Context) error {
-		return releaseScript.Run(ctx, f.c.rdb, []string{keys.lease, keys.failure},
-			owner, marker, f.failureTTL.Milliseconds()).Err()
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		f.log.Debug("fleet: lease not released; it expires by itself", "key", keys.lease, "error", err.Error())
+	err := f.c.Do(withoutBudget(ctx), OpLease, release)
+	if !unreachable(err) {
+		return
+	}
+	// Owed, not skipped: made once Redis answers again, after the image
+	// write owed before it, so the waiters find the image rather than sit
+	// out the lease (the compare-and-delete leaves a later holder's lease
+	// alone).
+	if f.c.owe(OpLease, expires, len(marker), release) {
+		f.log.Debug("fleet: lease release owed until Redis answers", "key", keys.lease, "error", err.Error())
 	}
 }
 
@@ -351,6 +437,22 @@ func decodeFailure(marker, holder string) error {
 		we.Status = m.Status
 	}
 	return we
+}
+
+type leaseKey struct{}
+
+// underLease is ctx of a load holding a lease that ends by itself at
+// expires: an image write it cannot make while Redis is out of reach is
+// owed until then (L2.Set), for the waiters the release will let go.
+func underLease(ctx context.Context, expires time.Time) context.Context {
+	return context.WithValue(ctx, leaseKey{}, expires)
+}
+
+// leaseExpiry is when the lease ctx's load holds ends; ok is false for a
+// load under no lease.
+func leaseExpiry(ctx context.Context) (expires time.Time, ok bool) {
+	expires, ok = ctx.Value(leaseKey{}).(time.Time)
+	return expires, ok
 }
 
 // newOwner is a lease owner value no other flight will draw.

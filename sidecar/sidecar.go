@@ -52,6 +52,7 @@ type Sidecar struct {
 	cache   *cache.Memory
 	gate    gate
 	redis   *fleet.Client // nil without REDIS_URL
+	flight  *fleet.Flight // the fleet's code leases; nil without REDIS_URL
 	// scope gives a request its shared-tier budget; nil without Redis.
 	scope func(context.Context) context.Context
 	proxy *proxy.Proxy
@@ -164,7 +165,8 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Sidecar, error) 
 	co := codes.Options{L1: c, RefusalTTL: cfg.CacheTTL, Logger: log, Hooks: s.metrics.CodesHooks()}
 	if s.redis != nil {
 		co.L2 = fleet.NewL2(s.redis, fleet.L2Options{TTL: cfg.CacheTTL, Logger: log})
-		co.Flight = fleet.NewFlight(s.redis, fleet.FlightOptions{LeaseExpiry: leaseExpiry(cfg), Logger: log})
+		s.flight = fleet.NewFlight(s.redis, fleet.FlightOptions{LeaseExpiry: leaseExpiry(cfg), Logger: log})
+		co.Flight = s.flight
 		co.Refusals = fleet.NewRefusals(s.redis, fleet.RefusalsOptions{TTL: cfg.CacheTTL})
 		co.Scope = fleet.Scope
 	}
@@ -303,6 +305,11 @@ func (s *Sidecar) shutdown(timeout time.Duration) error {
 		if n := s.drain.drain(); n > 0 {
 			s.log.Warn("shutdown timeout near: requests still waiting answered 503", "requests", n)
 		}
+		// Code fetches whose callers are gone (or just answered 503) end
+		// too, and give their fleet leases back before the process exits.
+		if s.flight != nil {
+			s.flight.Stop()
+		}
 	})
 	defer answerWaiting.Stop()
 	servers := []*http.Server{s.api, s.qrcode}
@@ -316,8 +323,39 @@ func (s *Sidecar) shutdown(timeout time.Duration) error {
 		}
 	}
 	wg.Wait()
+	s.settle(ctx)
 	s.admin.Shutdown(ctx)
 	return errors.Join(errs...)
+}
+
+// settle is the rest of shutdown once no request is left: no lease of this
+// replica's may outlive it. Token fills end now (nobody here waits for
+// them; one waiting for another replica's lease would hold the exit for
+// its whole wait) and give back the token lease they hold. Code fetches
+// under a fleet lease finish, or are ended at the drain and release it.
+// What could not reach Redis is retried for a second at most.
+func (s *Sidecar) settle(ctx context.Context) {
+	for _, m := range s.tokens {
+		m.Stop()
+	}
+	for _, m := range s.tokens {
+		if m.Wait(ctx) != nil {
+			s.log.Warn("shutdown timeout: a token fill did not end", "app", m.AppID())
+		}
+	}
+	if s.flight != nil && s.flight.Wait(ctx) != nil {
+		s.log.Warn("shutdown timeout: code fetches under a fleet lease did not end; their leases expire by themselves")
+	}
+	if s.redis != nil && s.redis.Owed() > 0 {
+		// Only while Redis is unreachable is anything owed: a second
+		// more, not the whole timeout, for it to answer.
+		owedCtx, cancel := context.WithTimeout(ctx, drainMargin)
+		defer cancel()
+		if s.redis.Settle(owedCtx) != nil {
+			s.log.Warn("shutdown: Redis did not answer; leases this replica could not release expire by themselves",
+				"owed", s.redis.Owed())
+		}
+	}
 }
 
 // Stop takes the sidecar out of service: /readyz fails at once, keep-alive
@@ -385,6 +423,9 @@ func drainDelay(timeout time.Duration) time.Duration {
 // Close stops everything New and Start began; it is safe after a failed
 // Listen.
 func (s *Sidecar) Close() {
+	for _, m := range s.tokens {
+		m.Stop()
+	}
 	if s.stopTokens != nil {
 		s.stopTokens()
 		s.tokensDone.Wait()

@@ -126,6 +126,10 @@ type Manager struct {
 	storeName string
 	leaseTTL  time.Duration
 
+	// life ends with Stop, and every fill's context with it.
+	life context.Context
+	stop context.CancelFunc
+
 	mu          sync.Mutex
 	inflight    chan struct{} // closed when the running fetch ends
 	lastErr     error         // of the last fetch, nil after a success
@@ -184,6 +188,7 @@ func New(opts Options) (*Manager, error) {
 	}
 	m := &Manager{opts: opts, now: opts.Now, log: opts.Logger, issued: map[string]time.Time{},
 		store: opts.Store, local: NewMemoryStore()}
+	m.life, m.stop = context.WithCancel(context.Background())
 	if m.store == nil {
 		m.store = m.local
 	}
@@ -227,15 +232,43 @@ func (m *Manager) Token(ctx context.Context) (Token, error) {
 // its result. In stable mode force_refresh is used only when a normal fetch
 // hands back the same dead token, within WeChat's limits.
 func (m *Manager) Invalidate(ctx context.Context, failed string) (Token, error) {
-	return m.obtain(ctx, func(cur *Token, now time.Time) bool {
+	need := func(cur *Token, now time.Time) bool {
 		return cur == nil || cur.Value == failed || !now.Before(cur.Expiry)
-	}, func(ctx context.Context, sc *storeCalls) (Token, error) {
+	}
+	return m.obtain(ctx, need, func(ctx context.Context, sc *storeCalls) (Token, error) {
 		t, err := m.fetchNormal(ctx, sc)
 		if err != nil || t.Value != failed || m.opts.Mode != ModeStable {
 			return t, err
 		}
-		return m.fetchForced(ctx, sc)
+		return m.fetchForced(ctx, sc, need)
 	})
+}
+
+// ErrStopped is what Token and Invalidate answer after Stop where they
+// would have fetched.
+var ErrStopped = errors.New("token: the manager is stopped")
+
+// Stop ends every fill, running or to come: one waiting for another
+// replica's lease or for WeChat gives up at once (a lease it held is given
+// back), so a process can exit within its shutdown timeout. The current
+// token is still served until it expires; where a fetch would be needed,
+// Token and Invalidate answer ErrStopped. For shutdown.
+func (m *Manager) Stop() { m.stop() }
+
+// Wait returns when no fill runs, or with ctx's error when ctx ends first.
+func (m *Manager) Wait(ctx context.Context) error {
+	m.mu.Lock()
+	done := m.inflight
+	m.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // fetchFunc gets a token from WeChat, using the store through sc.
@@ -260,6 +293,10 @@ func (m *Manager) obtain(ctx context.Context, need func(*Token, time.Time) bool,
 			return Token{}, err
 		}
 		if m.inflight == nil {
+			if m.life.Err() != nil {
+				m.mu.Unlock()
+				return Token{}, ErrStopped
+			}
 			break
 		}
 		done := m.inflight
@@ -275,17 +312,40 @@ func (m *Manager) obtain(ctx context.Context, need func(*Token, time.Time) bool,
 	m.inflight = done
 	m.mu.Unlock()
 
-	// The fill serves every waiter: one caller hanging up must not end it.
-	t, err := m.fill(context.WithoutCancel(ctx), need, fetch)
-
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.inflight = nil
-	close(done)
-	if err != nil {
-		return Token{}, err
+	// The fill serves every waiter: one caller hanging up must not end it,
+	// Stop does. It runs on its own, so that its caller, like every other,
+	// waits for it only as long as its own context lets it.
+	var t Token
+	var err error
+	go func() {
+		defer func() {
+			// A panic here would end the process, not one request.
+			if r := recover(); r != nil {
+				t, err = Token{}, fmt.Errorf("token: panic while getting a token: %v", r)
+			}
+			m.mu.Lock()
+			m.inflight = nil
+			close(done)
+			m.mu.Unlock()
+		}()
+		fillCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		defer context.AfterFunc(m.life, cancel)()
+		if m.life.Err() != nil {
+			cancel() // now, not in AfterFunc's goroutine
+		}
+		t, err = m.fill(fillCtx, need, fetch)
+	}()
+	select {
+	case <-done:
+		// t and err were written before done was closed.
+		if err != nil {
+			return Token{}, err
+		}
+		return t, nil
+	case <-ctx.Done():
+		return Token{}, ctx.Err()
 	}
-	return t, nil
 }
 
 // fill finds a token need accepts: the store's, if another manager sharing
@@ -305,6 +365,10 @@ func (m *Manager) fill(ctx context.Context, need func(*Token, time.Time) bool, f
 			if t, ok := sc.adoptable(ctx, need); ok {
 				return m.adopt(t), nil
 			}
+		}
+		if err := ctx.Err(); err != nil {
+			// Stopped while waiting for the lease.
+			return Token{}, err
 		}
 	}
 	t, err := fetch(ctx, sc)
@@ -345,6 +409,8 @@ func (m *Manager) install(t Token, now time.Time) {
 type storeCalls struct {
 	m    *Manager
 	down bool
+	// saved is the token this fill found in the store or saved there.
+	saved string
 }
 
 // adoptable returns the stored token if need accepts it.
@@ -370,18 +436,20 @@ func (sc *storeCalls) adoptable(ctx context.Context, need func(*Token, time.Time
 		// minutes later in classic mode).
 		return Token{}, false
 	}
+	sc.saved = t.Value
 	return t, true
 }
 
 // save offers a fetched token to the other managers.
 func (sc *storeCalls) save(ctx context.Context, t Token) {
-	if sc.down {
+	if sc.down || t.Value == sc.saved {
 		return
 	}
 	if err := sc.m.store.Save(ctx, sc.m.opts.AppID, t); err != nil {
 		sc.fault("save", err)
 		return
 	}
+	sc.saved = t.Value
 	sc.m.mu.Lock()
 	sc.m.shared = t.Value
 	sc.m.mu.Unlock()
@@ -399,7 +467,9 @@ func (sc *storeCalls) lock(ctx context.Context) (unlock func()) {
 	defer cancel()
 	release, err := m.store.Lock(wait, m.opts.AppID, m.leaseTTL)
 	if err != nil {
-		sc.fault("lock", err)
+		if ctx.Err() == nil {
+			sc.fault("lock", err)
+		}
 		return nil
 	}
 	return func() {
@@ -474,7 +544,23 @@ func (m *Manager) fetchNormal(ctx context.Context, _ *storeCalls) (Token, error)
 }
 
 // fetchForced fetches with force_refresh, if WeChat's limit allows it now.
-func (m *Manager) fetchForced(ctx context.Context, sc *storeCalls) (Token, error) {
+// A force kills the token every manager sharing the store serves, and
+// WeChat allows one per 30 s for the whole app: so managers force under
+// the store's fetch lease, one at a time, and the holder saves its token
+// before it lets the lease go. A manager that waited for the lease adopts
+// that token (need accepts it) instead of failing its callers because the
+// fleet's force_refresh was just spent.
+func (m *Manager) fetchForced(ctx context.Context, sc *storeCalls, need func(*Token, time.Time) bool) (Token, error) {
+	if unlock := sc.lock(ctx); unlock != nil {
+		defer unlock()
+		if t, ok := sc.adoptable(ctx, need); ok {
+			return m.adopt(t), nil
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		// Stopped while waiting for the lease.
+		return Token{}, err
+	}
 	allowed, refuse := sc.allowForce(ctx, m.now())
 	if !allowed {
 		err := fmt.Errorf("token: %s: WeChat keeps returning a token it calls invalid, and force_refresh is not allowed now: %s", m.opts.AppID, refuse)
@@ -482,7 +568,12 @@ func (m *Manager) fetchForced(ctx context.Context, sc *storeCalls) (Token, error
 		return Token{}, err
 	}
 	m.log.Warn("WeChat returned the token it called invalid; forcing a refresh")
-	return m.fetch(ctx, true)
+	t, err := m.fetch(ctx, true)
+	if err == nil {
+		// Before the lease goes: the next holder adopts it.
+		sc.save(ctx, t)
+	}
+	return t, err
 }
 
 // fetch asks WeChat for a token and records the outcome.

@@ -64,6 +64,11 @@ type Options struct {
 	// parameters get 45029 while those generated before are still served,
 	// as WeChat does.
 	LifetimeCap int
+	// StaleStableToken, when set, makes a normal-mode stable_token call
+	// answer the app's current stable token even after RevokeTokens killed
+	// it, until a force_refresh replaces it: WeChat keeps handing out a
+	// token it calls invalid (40001) until someone forces a refresh.
+	StaleStableToken bool
 }
 
 // Fault is a way for the next calls to fail.
@@ -536,6 +541,9 @@ func (s *Server) stableToken(w http.ResponseWriter, r *http.Request, body []byte
 			a.stable.diesAt = now
 		}
 		a.stable = s.issue(req.AppID, now)
+	case s.opts.StaleStableToken && a.stable != nil && now.Before(a.stable.expiry) && !alive(a.stable):
+		// Revoked, yet still what normal mode answers: only force mode
+		// replaces it.
 	case !alive(a.stable) || a.stable.expiry.Sub(now) <= stableRollover:
 		// The old one, if alive, keeps working until its own expiry.
 		a.stable = s.issue(req.AppID, now)

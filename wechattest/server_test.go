@@ -375,3 +375,24 @@ func truncated(b []byte) []byte {
 	}
 	return b
 }
+
+func TestStaleStableTokenIsHandedOutUntilForced(t *testing.T) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	s := NewServer(Options{Now: c.Now, StaleStableToken: true})
+	t.Cleanup(s.Close)
+	dead, _ := stable(t, s, false)
+	s.RevokeTokens()
+	if got, _ := stable(t, s, false); got != dead {
+		t.Fatal("normal mode replaced a revoked stable token; want it handed out again")
+	}
+	if code := apiCode(t, s, dead); code != 40001 {
+		t.Fatalf("the revoked token: errcode %d, want 40001", code)
+	}
+	forced, _ := stable(t, s, true)
+	if forced == dead || apiCode(t, s, forced) != 0 {
+		t.Fatal("force_refresh did not issue a working token")
+	}
+	if got, _ := stable(t, s, false); got != forced {
+		t.Error("normal mode after the force: want the forced token")
+	}
+}
