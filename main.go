@@ -30,6 +30,7 @@ import (
 	"github.com/wxa-sidecar/wxa-sidecar/pregen"
 	"github.com/wxa-sidecar/wxa-sidecar/proxy"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
+	"github.com/wxa-sidecar/wxa-sidecar/seal"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
 	"github.com/wxa-sidecar/wxa-sidecar/upstream"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
@@ -151,6 +152,17 @@ type gate interface {
 	Close()
 }
 
+// redisKeys seals what the fleet keeps in Redis: one key per app, derived
+// from its secret (no setting of its own; a rotated secret turns the app's
+// old values into misses).
+func redisKeys(apps []config.App) (*seal.Keyring, error) {
+	secrets := make(map[string]string, len(apps))
+	for _, a := range apps {
+		secrets[a.ID] = a.Secret
+	}
+	return seal.NewKeyring(secrets, fleet.SealPurpose)
+}
+
 // sidecar holds what main wires together.
 type sidecar struct {
 	cfg     config.Config
@@ -203,8 +215,14 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 	}
 	if cfg.RedisURL != "" {
 		s.metrics.ObserveRedis(fleet.Ops, fleet.Results)
+		s.metrics.ObserveUnsealed(fleet.UnsealedKinds)
+		keys, err := redisKeys(cfg.Apps)
+		if err != nil {
+			return nil, err
+		}
 		rc, err := fleet.New(fleet.Options{URL: cfg.RedisURL, Password: cfg.RedisPassword, CAFile: cfg.RedisCAFile,
-			Prefix: cfg.RedisKeyPrefix, Timeout: cfg.RedisTimeout, Logger: log, Hooks: s.metrics.FleetHooks()})
+			Prefix: cfg.RedisKeyPrefix, Timeout: cfg.RedisTimeout, Logger: log, Hooks: s.metrics.FleetHooks(),
+			Keys: keys})
 		if err != nil {
 			return nil, err
 		}

@@ -279,6 +279,9 @@ func (c *Config) validateRedis() []error {
 	if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 		// Never echo the URL: it may hold the password.
 		p = append(p, errors.New("REDIS_URL: not a redis:// or rediss:// URL"))
+	} else if skipsVerify(u) {
+		p = append(p, errors.New("REDIS_URL: skip_verify turns off the check of the Redis server's certificate, "+
+			"so anyone on the path could read and answer as Redis; not allowed (for a private CA, set REDIS_CA_FILE)"))
 	}
 	if c.RedisPasswordFile != "" {
 		b, err := os.ReadFile(c.RedisPasswordFile)
@@ -294,6 +297,19 @@ func (c *Config) validateRedis() []error {
 		}
 	}
 	return p
+}
+
+// skipsVerify reports a REDIS_URL asking go-redis not to verify a
+// rediss:// server's certificate: skip_verify, whatever its value or
+// case (go-redis rejects what it does not know, so a misspelt one fails
+// there).
+func skipsVerify(u *url.URL) bool {
+	for name := range u.Query() {
+		if strings.EqualFold(name, "skip_verify") {
+			return true
+		}
+	}
+	return false
 }
 
 var logLevels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo,

@@ -26,6 +26,7 @@ type seen struct {
 	mu       sync.Mutex
 	requests []string
 	ups      []bool
+	unsealed map[string]int
 }
 
 func (s *seen) hooks() Hooks {
@@ -36,7 +37,22 @@ func (s *seen) hooks() Hooks {
 			s.requests = append(s.requests, op+" "+result)
 		},
 		Up: func(up bool) { s.mu.Lock(); s.ups = append(s.ups, up); s.mu.Unlock() },
+		Unsealed: func(kind string) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.unsealed == nil {
+				s.unsealed = map[string]int{}
+			}
+			s.unsealed[kind]++
+		},
 	}
+}
+
+// unsealedOf is how many values of kind the client did not believe.
+func (s *seen) unsealedOf(kind string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unsealed[kind]
 }
 
 func (s *seen) list() string {
