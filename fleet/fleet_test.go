@@ -206,3 +206,21 @@ func TestRedisRepliesDoNotOpenTheBreaker(t *testing.T) {
 		t.Errorf("breaker %s after five WRONGTYPE replies, want closed", st.Breaker)
 	}
 }
+
+// A rediss:// URL that turns certificate verification off is refused by
+// the client too (config refuses it first), for a plain and a Cluster URL.
+func TestSkipVerifyIsRefused(t *testing.T) {
+	if _, err := New(Options{URL: "rediss://127.0.0.1:1/0?skip_verify=true"}); !errors.Is(err, errSkipVerify) {
+		t.Errorf("New = %v, want errSkipVerify", err)
+	}
+	// go-redis's Cluster URL knows no skip_verify: refused as invalid.
+	if _, err := New(Options{URL: "rediss://127.0.0.1:1?addr=127.0.0.1:2&skip_verify=true"}); err == nil {
+		t.Error("a Cluster URL with skip_verify was accepted")
+	}
+	c, err := New(Options{URL: "rediss://127.0.0.1:1/0?skip_verify=false"})
+	if err != nil {
+		t.Errorf("skip_verify=false: %v", err)
+	} else {
+		c.Close()
+	}
+}
