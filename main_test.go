@@ -97,3 +97,22 @@ func TestNewLoggerRoutesPackageLogThroughJSON(t *testing.T) {
 		t.Errorf("got %+v, want level WARN and the message", line)
 	}
 }
+
+// REDIS_URL asking not to verify the server's certificate is a
+// configuration error: exit 2, one line, never the URL's password.
+func TestRedisURLWithSkipVerifyExits2(t *testing.T) {
+	for _, u := range []string{"rediss://:pw-in-url@127.0.0.1:6380/0?skip_verify=true", "rediss://127.0.0.1:6380/0?skip_verify=false"} {
+		var stderr bytes.Buffer
+		env := map[string]string{"WECHAT_APP_ID": "wx1", "WECHAT_APP_SECRET": "s3cr3t-value", "REDIS_URL": u}
+		if code := run(context.Background(), nil, env, io.Discard, &stderr); code != 2 {
+			t.Errorf("%s: exit %d, want 2", u, code)
+		}
+		out := strings.TrimSpace(stderr.String())
+		if lines := strings.Split(out, "\n"); len(lines) != 1 || !strings.Contains(out, "skip_verify") {
+			t.Errorf("%s: stderr %q, want one line naming skip_verify", u, out)
+		}
+		if strings.Contains(out, "pw-in-url") || strings.Contains(out, "s3cr3t-value") {
+			t.Errorf("stderr carries a secret: %q", out)
+		}
+	}
+}

@@ -293,6 +293,10 @@ func (c *Config) validateRedis() []error {
 	}
 	// The URL's form (scheme, host, port, database) is checked where
 	// go-redis is known: sidecar.Validate, which says which part is wrong.
+	if u, err := url.Parse(c.RedisURL); err == nil && skipsVerify(u) {
+		p = append(p, errors.New("REDIS_URL: skip_verify turns off the check of the Redis server's certificate, "+
+			"so anyone on the path could read and answer as Redis; not allowed (for a private CA, set REDIS_CA_FILE)"))
+	}
 	if c.RedisPasswordFile != "" {
 		b, err := os.ReadFile(c.RedisPasswordFile)
 		if err != nil {
@@ -307,6 +311,19 @@ func (c *Config) validateRedis() []error {
 		}
 	}
 	return p
+}
+
+// skipsVerify reports a REDIS_URL asking go-redis not to verify a
+// rediss:// server's certificate: skip_verify, whatever its value or
+// case (go-redis rejects what it does not know, so a misspelt one fails
+// there).
+func skipsVerify(u *url.URL) bool {
+	for name := range u.Query() {
+		if strings.EqualFold(name, "skip_verify") {
+			return true
+		}
+	}
+	return false
 }
 
 var logLevels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo,

@@ -270,3 +270,31 @@ func TestPortsThatCannotBothBeBound(t *testing.T) {
 		}
 	}
 }
+
+func TestRedisURLMustVerifyTheServer(t *testing.T) {
+	for _, u := range []string{
+		"rediss://:pw-in-url@redis.internal:6380/0?skip_verify=true",
+		"rediss://redis.internal:6380/0?skip_verify=1",
+		"rediss://redis.internal:6380/0?SKIP_VERIFY=true",
+		"rediss://redis.internal:6380/0?skip_verify=false",
+		"redis://redis.internal:6379/0?skip_verify=true",
+	} {
+		_, err := Load(with("REDIS_URL", u))
+		if err == nil {
+			t.Errorf("%s: accepted, want a config error", u)
+			continue
+		}
+		if lines := strings.Split(err.Error(), "\n"); len(lines) != 1 || !strings.Contains(err.Error(), "REDIS_URL") ||
+			!strings.Contains(err.Error(), "skip_verify") {
+			t.Errorf("%s: error %q, want one line naming REDIS_URL and skip_verify", u, err)
+		}
+		if strings.Contains(err.Error(), "pw-in-url") {
+			t.Errorf("error carries the URL's password: %v", err)
+		}
+	}
+	for _, u := range []string{"rediss://redis.internal:6380/0", "redis://redis.internal:6379/0?dial_timeout=1s"} {
+		if _, err := Load(with("REDIS_URL", u)); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+}

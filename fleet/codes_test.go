@@ -233,7 +233,7 @@ func TestASharedHitTakesNoLease(t *testing.T) {
 	if r.err != nil || r.res.Status != codes.SharedHit {
 		t.Fatalf("b: %v %v, want a shared hit", r.res.Status, r.err)
 	}
-	if got := b.rec.list(); got != "cooldown ok,lease ok,l2_get ok" {
+	if got := b.rec.list(); got != "cooldown miss,lease ok,l2_get ok" {
 		t.Errorf("b's Redis calls: %q, want the refusals check, the lease script finding the image, the read", got)
 	}
 	if got := b.leaseResults(); got != "map[]" {

@@ -30,6 +30,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/wxa-sidecar/wxa-sidecar/seal"
 )
 
 // Ops, the bounded values of the metrics' op label.
@@ -72,6 +74,11 @@ type Hooks struct {
 	Up func(up bool)
 	// Lease counts fleet leases: acquired, waited, timed_out.
 	Lease func(result string)
+	// Unsealed counts a value read from Redis and not believed, by kind
+	// (Unsealed*): it did not open under the app's key at its place, or
+	// what opened, or what a script must read in clear, is out of bounds.
+	// Such a value is absent for its reader.
+	Unsealed func(kind string)
 }
 
 // Options configures a Client.
@@ -92,7 +99,35 @@ type Options struct {
 	Hooks  Hooks
 	// Now is the clock of the breaker; default time.Now.
 	Now func() time.Time
+	// Keys seals every value the tier writes and opens every value it
+	// reads, with the value's full key as the place: build it with
+	// seal.NewKeyring(each app's secret, SealPurpose). An app it holds no
+	// key for is never written, and nothing of its is believed. nil is a
+	// key drawn by this process, shared by its Clients and by nobody
+	// else: for tests and tools, never for a fleet (replicas could not
+	// read each other's values).
+	Keys *seal.Keyring
 }
+
+// SealPurpose is the purpose of the Keyring that seals the fleet's Redis
+// values: keys for Redis open nothing sealed for another use.
+const SealPurpose = "redis"
+
+// Kinds of values not believed, the values of the Unsealed hook's kind.
+const (
+	UnsealedImage     = "image"         // an L2 image entry
+	UnsealedFailure   = "failure"       // a lease holder's failure marker
+	UnsealedCooldown  = "cooldown"      // a shared cool-down or its memory
+	UnsealedRefusal   = "refusal"       // the 45029 memory of one request
+	UnsealedToken     = "token"         // the app's stored token
+	UnsealedRateLimit = "ratelimit"     // a GCRA instant beyond what the limit allows
+	UnsealedLease     = "lease"         // a lease held by no owner the sidecar draws
+	UnsealedForce     = "force_refresh" // a force_refresh count or instant out of bounds
+)
+
+// UnsealedKinds lists every kind, for metrics that start at zero.
+var UnsealedKinds = []string{UnsealedImage, UnsealedFailure, UnsealedCooldown, UnsealedRefusal, UnsealedToken,
+	UnsealedRateLimit, UnsealedLease, UnsealedForce}
 
 // Client is the fleet's Redis. Safe for concurrent use.
 type Client struct {
@@ -109,6 +144,7 @@ type Client struct {
 	// unreachable: leases to release, images to store (owed.go).
 	owed      owedQueue
 	closeOnce sync.Once
+	keys      sealer
 }
 
 // setLoggerOnce: go-redis has one process-wide logger.
@@ -131,6 +167,10 @@ func New(o Options) (*Client, error) {
 	}
 	c := &Client{prefix: o.Prefix, timeout: o.Timeout, log: o.Logger, hooks: o.Hooks, now: o.Now}
 	c.owed.closed = make(chan struct{})
+	c.keys = &processKeys
+	if o.Keys != nil {
+		c.keys = o.Keys
+	}
 	c.breaker.now = o.Now
 	var tlsConfig *tls.Config
 	if o.CAFile != "" {
@@ -162,6 +202,9 @@ func New(o Options) (*Client, error) {
 		if o.Password != "" {
 			opt.Password = o.Password
 		}
+		if opt.TLSConfig != nil && opt.TLSConfig.InsecureSkipVerify {
+			return nil, errSkipVerify
+		}
 		if tlsConfig != nil {
 			if opt.TLSConfig == nil {
 				return nil, errCAWithoutTLS
@@ -185,6 +228,9 @@ func New(o Options) (*Client, error) {
 		if o.Password != "" {
 			opt.Password = o.Password
 		}
+		if opt.TLSConfig != nil && opt.TLSConfig.InsecureSkipVerify {
+			return nil, errSkipVerify
+		}
 		if tlsConfig != nil {
 			if opt.TLSConfig == nil {
 				return nil, errCAWithoutTLS
@@ -207,6 +253,10 @@ func New(o Options) (*Client, error) {
 // errCAWithoutTLS: a CA asked for verification that a plaintext redis://
 // URL would silently skip.
 var errCAWithoutTLS = errors.New("fleet: REDIS_CA_FILE is set but REDIS_URL is not rediss://: the CA would verify nothing")
+
+// errSkipVerify: a rediss:// server whose certificate is not verified is
+// anyone on the path; config refuses it first, this is the last guard.
+var errSkipVerify = errors.New("fleet: REDIS_URL turns off the verification of the Redis server's certificate (skip_verify): not allowed")
 
 // slogLogger routes go-redis's own lines through slog (JSON like all else).
 type slogLogger struct{ log *slog.Logger }

@@ -26,6 +26,7 @@ type seen struct {
 	mu       sync.Mutex
 	requests []string
 	ups      []bool
+	unsealed map[string]int
 }
 
 func (s *seen) hooks() Hooks {
@@ -36,7 +37,22 @@ func (s *seen) hooks() Hooks {
 			s.requests = append(s.requests, op+" "+result)
 		},
 		Up: func(up bool) { s.mu.Lock(); s.ups = append(s.ups, up); s.mu.Unlock() },
+		Unsealed: func(kind string) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.unsealed == nil {
+				s.unsealed = map[string]int{}
+			}
+			s.unsealed[kind]++
+		},
 	}
+}
+
+// unsealedOf is how many values of kind the client did not believe.
+func (s *seen) unsealedOf(kind string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unsealed[kind]
 }
 
 func (s *seen) list() string {
@@ -188,5 +204,23 @@ func TestRedisRepliesDoNotOpenTheBreaker(t *testing.T) {
 	}
 	if st := c.Status(); st.Breaker != "closed" {
 		t.Errorf("breaker %s after five WRONGTYPE replies, want closed", st.Breaker)
+	}
+}
+
+// A rediss:// URL that turns certificate verification off is refused by
+// the client too (config refuses it first), for a plain and a Cluster URL.
+func TestSkipVerifyIsRefused(t *testing.T) {
+	if _, err := New(Options{URL: "rediss://127.0.0.1:1/0?skip_verify=true"}); !errors.Is(err, errSkipVerify) {
+		t.Errorf("New = %v, want errSkipVerify", err)
+	}
+	// go-redis's Cluster URL knows no skip_verify: refused as invalid.
+	if _, err := New(Options{URL: "rediss://127.0.0.1:1?addr=127.0.0.1:2&skip_verify=true"}); err == nil {
+		t.Error("a Cluster URL with skip_verify was accepted")
+	}
+	c, err := New(Options{URL: "rediss://127.0.0.1:1/0?skip_verify=false"})
+	if err != nil {
+		t.Errorf("skip_verify=false: %v", err)
+	} else {
+		c.Close()
 	}
 }

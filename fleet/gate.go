@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,7 +28,8 @@ import (
 // KEYS: the cool-down, the bucket's TAT. ARGV: interval µs, burst,
 // max_wait µs. Returns {1, cool-down value, its PTTL ms} when closed,
 // {2, delay µs, TAT µs, now µs} when refused, {0, delay µs, TAT µs,
-// now µs} when reserved: the caller waits delay, then calls.
+// now µs} when reserved: the caller waits delay, then calls; {3} when the
+// TAT is unreadable.
 var admitScript = redis.NewScript(`
 local cd = redis.call('GET', KEYS[1])
 if cd then
@@ -38,7 +40,17 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local max_wait = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local tat = 0
+local raw = redis.call('GET', KEYS[2])
+if raw then
+  tat = tonumber(raw)
+  -- No reservation sets a TAT further ahead than burst and max_wait (a
+  -- second's slack for a replica configured otherwise): such a value, or
+  -- one that is no number, is unreadable, and the caller decides locally.
+  if not tat or tat > now + burst * interval + max_wait + 1000000 then
+    return {3}
+  end
+end
 if tat < now then
   tat = now
 end
@@ -67,6 +79,9 @@ if not cur then
   return 0
 end
 local tat = tonumber(cur)
+if not tat then
+  return 0
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local ours = tonumber(ARGV[1])
@@ -92,20 +107,23 @@ return 1
 // window's end, the memory of it a minute later (NextCooldown's strikes
 // look at a cool-down that has just ended). A cool-down in force that ends
 // later is kept: a late 45011 answered to a call sent before a 45009 must
-// not reopen the endpoint for the fleet.
+// not reopen the endpoint for the fleet; but not one that ends later than
+// any window allows (a forgery).
 //
-// KEYS: the cool-down, its memory. ARGV: the value, its end (Unix ms), the
-// memory's end (Unix ms). Returns the value in force.
+// KEYS: the cool-down, its memory. ARGV: the cool-down's value, its end
+// (Unix ms), the memory's end (Unix ms), the memory's value, the latest
+// end a cool-down may have (Unix ms). Returns the value in force. Each
+// value is "end-Unix-ms " and the cool-down sealed for its key.
 var setCooldownScript = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if cur then
-  local until_ms = tonumber(string.match(cur, '^%d+ %d+ (%d+)$'))
-  if until_ms and until_ms > tonumber(ARGV[2]) then
+  local until_ms = tonumber(string.match(cur, '^(%d+) '))
+  if until_ms and until_ms > tonumber(ARGV[2]) and until_ms <= tonumber(ARGV[5]) then
     return cur
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
-redis.call('SET', KEYS[2], ARGV[1], 'PXAT', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[4], 'PXAT', ARGV[3])
 return ARGV[1]
 `)
 
@@ -206,6 +224,12 @@ func (g *Gate) Admit(ctx context.Context, k quota.Key) error {
 			interval, burst, g.opts.MaxWait.Microseconds()).Slice()
 		return err
 	})
+	if kind, _ := at[int64](res, 0); err == nil && kind == admitUnreadable {
+		// A bucket no limit of ours could have left: as if Redis were
+		// unreachable for this call, never a refusal.
+		g.c.unsealed(UnsealedRateLimit)
+		err = errUnreadable
+	}
 	if err != nil {
 		return g.local.Admit(ctx, k)
 	}
@@ -276,18 +300,18 @@ func (g *Gate) admitUnlimited(ctx context.Context, k quota.Key, now time.Time) e
 }
 
 // sharedCooldown refuses a call closed by a cool-down found in Redis, and
-// holds it locally (for an outage, the gauge and CooldownLeft).
+// holds it locally (for an outage, the gauge and CooldownLeft). One that
+// does not open or is out of bounds leaves the call to the local share.
 func (g *Gate) sharedCooldown(ctx context.Context, k quota.Key, value string, pttl time.Duration, now time.Time) error {
-	cd, err := parseCooldown(value)
+	cd, err := g.openCooldown(k.App, g.cooldownKey(k), value, now, now.Add(-cooldownSlack))
 	if err != nil {
-		g.log.Warn("fleet: unreadable cool-down in Redis: deciding locally", "app", k.App, "endpoint", k.Endpoint, "error", err.Error())
 		return g.local.Admit(ctx, k)
 	}
 	g.local.Adopt(k, cd)
 	r := cd.Refusal(now)
 	if r.RetryAfter <= 0 {
 		// Our clock is ahead of Redis's, which still holds the key.
-		r.RetryAfter = max(pttl, time.Millisecond)
+		r.RetryAfter = min(max(pttl, time.Millisecond), cooldownSlack)
 	}
 	return r
 }
@@ -310,7 +334,7 @@ func (g *Gate) Observe(ctx context.Context, k quota.Key, code wechat.Errcode) {
 		if err != nil {
 			return err
 		}
-		if cd, err := parseCooldown(value); err == nil {
+		if cd, err := g.openCooldown(k.App, g.memoryKey(k), value, now, now.Add(-strikeMemory-cooldownSlack)); err == nil {
 			prev = &cd
 		}
 		return nil
@@ -324,17 +348,22 @@ func (g *Gate) Observe(ctx context.Context, k quota.Key, code wechat.Errcode) {
 		next = held
 	}
 	next.Until = ceilMilli(next.Until)
-	g.c.Do(ctx, OpCooldown, func(ctx context.Context) error {
-		value, err := setCooldownScript.Run(ctx, g.c.Redis(), []string{g.cooldownKey(k), g.memoryKey(k)},
-			formatCooldown(next), next.Until.UnixMilli(), next.Until.Add(strikeMemory).UnixMilli()).Text()
-		if err != nil {
-			return err
-		}
-		if inForce, err := parseCooldown(value); err == nil {
-			next = inForce
-		}
-		return nil
-	})
+	cdValue, err1 := g.sealCooldown(k.App, g.cooldownKey(k), next)
+	memValue, err2 := g.sealCooldown(k.App, g.memoryKey(k), next)
+	if err1 == nil && err2 == nil {
+		g.c.Do(ctx, OpCooldown, func(ctx context.Context) error {
+			value, err := setCooldownScript.Run(ctx, g.c.Redis(), []string{g.cooldownKey(k), g.memoryKey(k)},
+				cdValue, next.Until.UnixMilli(), next.Until.Add(strikeMemory).UnixMilli(), memValue,
+				g.cooldownBound(now).UnixMilli()).Text()
+			if err != nil {
+				return err
+			}
+			if inForce, err := g.openCooldown(k.App, g.cooldownKey(k), value, now, now.Add(-cooldownSlack)); err == nil {
+				next = inForce
+			}
+			return nil
+		})
+	}
 	g.local.Adopt(k, next)
 	g.log.Warn("WeChat quota reached: calls answered locally until the window resets",
 		"app", k.App, "endpoint", k.Endpoint, "errcode", int(code), "until", next.Until)
@@ -404,19 +433,90 @@ func intervalOf(rate float64) int64 {
 	return max(int64(math.Ceil(1e6/rate)), 1)
 }
 
-// formatCooldown is a cool-down as Redis holds it: "errcode strikes
-// until-Unix-ms".
-func formatCooldown(cd quota.Cooldown) string {
-	return fmt.Sprintf("%d %d %d", int(cd.Code), cd.Strikes, cd.Until.UnixMilli())
+// admitUnreadable is admitScript's answer for a TAT it cannot believe.
+const admitUnreadable = 3
+
+// errUnreadable: a value of Redis's the tier does not believe; the call is
+// decided as if Redis were unreachable.
+var errUnreadable = errors.New("fleet: a value in Redis is out of bounds")
+
+// cooldownSlack allows for the clocks of the replica that wrote a
+// cool-down, of Redis and of the one reading it.
+const cooldownSlack = time.Minute
+
+// maxStrikes bounds a cool-down's strikes: the second 45009 in a row
+// already closes the endpoint for the day.
+const maxStrikes = 100
+
+// cooldownBound is the latest end a cool-down observed at now may have:
+// the next midnight UTC+8 (or QUOTA_COOLDOWN from now), or the next
+// minute, whichever is later, plus the clocks' slack.
+func (g *Gate) cooldownBound(now time.Time) time.Time {
+	day, _ := quota.NextCooldown(wechat.DailyQuota, "", nil, now, g.opts.DailyCooldown)
+	minute, _ := quota.NextCooldown(wechat.MinuteQuota, "", nil, now, g.opts.DailyCooldown)
+	end := day.Until
+	if minute.Until.After(end) {
+		end = minute.Until
+	}
+	return end.Add(cooldownSlack)
 }
 
-func parseCooldown(s string) (quota.Cooldown, error) {
-	var code, strikes int
-	var untilMs int64
-	if n, err := fmt.Sscanf(s, "%d %d %d", &code, &strikes, &untilMs); err != nil || n != 3 {
-		return quota.Cooldown{}, fmt.Errorf("fleet: cool-down %q: want \"errcode strikes until-ms\"", s)
+// sealCooldown is a cool-down as Redis holds it at key: its end in clear
+// (Unix ms, for setCooldownScript to compare), a space, then "errcode
+// strikes end-Unix-ms" sealed for key.
+func (g *Gate) sealCooldown(app, key string, cd quota.Cooldown) (string, error) {
+	end := strconv.FormatInt(cd.Until.UnixMilli(), 10)
+	sealed, err := g.c.seal(app, []byte(strconv.Itoa(int(cd.Code))+" "+strconv.Itoa(cd.Strikes)+" "+end), key)
+	if err != nil {
+		return "", err
 	}
-	return quota.Cooldown{Code: wechat.Errcode(code), Strikes: strikes, Until: time.UnixMilli(untilMs)}, nil
+	return end + " " + string(sealed), nil
+}
+
+// openCooldown reads a value sealCooldown made for key: it must open,
+// name a quota errcode that closes an endpoint, end where its clear part
+// says, no earlier than oldest and no later than any window that starts
+// at now allows. Anything else is not believed (and counted).
+func (g *Gate) openCooldown(app, key, value string, now, oldest time.Time) (quota.Cooldown, error) {
+	cd, err := g.parseCooldown(app, key, value, now, oldest)
+	if err != nil {
+		g.c.unsealed(UnsealedCooldown)
+		g.log.Debug("fleet: a cool-down in Redis is not believed: deciding locally", "key", key, "error", err.Error())
+	}
+	return cd, err
+}
+
+func (g *Gate) parseCooldown(app, key, value string, now, oldest time.Time) (quota.Cooldown, error) {
+	end, sealed, ok := strings.Cut(value, " ")
+	if !ok {
+		return quota.Cooldown{}, errors.New("fleet: cool-down: not \"end sealed\"")
+	}
+	plain, err := g.c.keys.Open(app, []byte(sealed), key)
+	if err != nil {
+		return quota.Cooldown{}, errors.New("fleet: cool-down: does not open")
+	}
+	fields := strings.Fields(string(plain))
+	if len(fields) != 3 || fields[2] != end {
+		return quota.Cooldown{}, errors.New("fleet: cool-down: its end in clear is not the sealed one")
+	}
+	code, err1 := strconv.Atoi(fields[0])
+	strikes, err2 := strconv.Atoi(fields[1])
+	untilMs, err3 := strconv.ParseInt(fields[2], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return quota.Cooldown{}, errors.New("fleet: cool-down: want \"errcode strikes end\"")
+	}
+	cd := quota.Cooldown{Code: wechat.Errcode(code), Strikes: strikes, Until: time.UnixMilli(untilMs)}
+	switch {
+	case cd.Code != wechat.DailyQuota && cd.Code != wechat.MinuteQuota:
+		return quota.Cooldown{}, fmt.Errorf("fleet: cool-down: errcode %d closes no endpoint", code)
+	case strikes < 0 || strikes > maxStrikes:
+		return quota.Cooldown{}, fmt.Errorf("fleet: cool-down: %d strikes", strikes)
+	case cd.Until.Before(oldest):
+		return quota.Cooldown{}, errors.New("fleet: cool-down: ended long ago (replayed)")
+	case cd.Until.After(g.cooldownBound(now)):
+		return quota.Cooldown{}, errors.New("fleet: cool-down: ends later than any window allows")
+	}
+	return cd, nil
 }
 
 // ceilMilli rounds t up to the millisecond, PXAT's unit, so that the key

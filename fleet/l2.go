@@ -1,10 +1,7 @@
 package fleet
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha1"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -21,18 +18,18 @@ import (
 type L2Options struct {
 	// TTL is how long Redis keeps an image: CACHE_TTL. 0 is 24h.
 	TTL time.Duration
-	// Logger receives the corrupt entries found (and deleted); nil is the
-	// client's logger.
+	// Logger receives what goes wrong; nil is the client's logger.
 	Logger *slog.Logger
 }
 
 // L2 is the shared image tier (cache.Shared) on the fleet's Redis: after
 // L1 misses, every replica looks here before it asks WeChat, and stores
-// here what it fetched. Each value carries the sha256 of what it holds,
-// checked on every read: a value that fails the check (a flipped bit, a
-// truncated write, a foreign value under our key) is a miss, logged and
-// deleted, never an image served. Every call goes through Client.Do, so a
-// Redis slow or down is a miss (a fault, which codes treats as one).
+// here what it fetched. Each value is sealed with the app's key for its
+// own Redis key (see sealed.go): a value that does not open (a flipped
+// bit, a truncated write, another code's entry moved here, a forgery) is
+// a miss, counted, and left for the next fetch to overwrite, never an
+// image served. Every call goes through Client.Do, so a Redis slow or down
+// is a miss (a fault, which codes treats as one).
 type L2 struct {
 	c   *Client
 	ttl time.Duration
@@ -58,7 +55,7 @@ func imageKey(c *Client, app string, k cache.Key) string {
 }
 
 // Get returns the image stored for k: cache.ErrNotFound for none (or a
-// value that failed its check), another error for a fault of Redis.
+// value that does not open), another error for a fault of Redis.
 func (l *L2) Get(ctx context.Context, app string, k cache.Key) (*cache.Entry, error) {
 	key := imageKey(l.c, app, k)
 	var value []byte
@@ -73,15 +70,23 @@ func (l *L2) Get(ctx context.Context, app string, k cache.Key) (*cache.Entry, er
 	case err != nil:
 		return nil, fmt.Errorf("fleet: l2 get: %w", err)
 	}
-	e, err := decodeEntry(value)
-	if errors.Is(err, errOtherFormat) {
-		// Another version of the sidecar's: a miss, left for it.
+	if len(value) == 0 || value[0] != entryFormat {
+		// Another version's format, or not ours: a miss, left for the
+		// next fetch to overwrite.
+		l.c.unsealed(UnsealedImage)
 		return nil, cache.ErrNotFound
 	}
+	plain, ok := l.c.open(UnsealedImage, app, value[1:], key)
+	if !ok {
+		return nil, cache.ErrNotFound
+	}
+	e, err := decodeEntry(plain)
 	if err != nil {
-		l.log.Warn("shared tier: an image entry failed its check; deleted, counted as a miss",
+		// Sealed by a replica holding the app's key, yet not an entry:
+		// a bug of ours, not an attack.
+		l.c.unsealed(UnsealedImage)
+		l.log.Warn("shared tier: an authentic image entry does not decode; counted as a miss",
 			"app", app, "key", key, "error", err.Error(), "bytes", len(value))
-		l.deleteIfStill(ctx, key, value)
 		return nil, cache.ErrNotFound
 	}
 	return e, nil
@@ -93,11 +98,17 @@ func (l *L2) Get(ctx context.Context, app string, k cache.Key) (*cache.Entry, er
 // sitting out the lease and fetching it again.
 func (l *L2) Set(ctx context.Context, app string, k cache.Key, e *cache.Entry) error {
 	key := imageKey(l.c, app, k)
-	value := encodeEntry(e)
+	sealed, err := l.c.seal(app, encodeEntry(e), key)
+	if err != nil {
+		return fmt.Errorf("fleet: l2 set: %w", err)
+	}
+	value := make([]byte, 1+len(sealed))
+	value[0] = entryFormat
+	copy(value[1:], sealed)
 	set := func(ctx context.Context) error {
 		return l.c.rdb.Set(ctx, key, value, l.ttl).Err()
 	}
-	err := l.c.Do(ctx, OpL2Set, set)
+	err = l.c.Do(ctx, OpL2Set, set)
 	if err != nil {
 		if expires, ok := leaseExpiry(ctx); ok && unreachable(err) {
 			l.c.owe(OpL2Set, expires, len(value), set)
@@ -107,65 +118,25 @@ func (l *L2) Set(ctx context.Context, app string, k cache.Key, e *cache.Entry) e
 	return nil
 }
 
-// deleteIfStillScript deletes KEYS[1] only while it holds the value whose
-// sha1 is ARGV[1]: a good image another replica wrote over the bad one
-// meanwhile stays (and the bad value is not sent back to compare).
-var deleteIfStillScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if v and redis.sha1hex(v) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-`)
-
-func (l *L2) deleteIfStill(ctx context.Context, key string, value []byte) {
-	sum := sha1.Sum(value)
-	err := l.c.Do(ctx, OpL2Set, func(ctx context.Context) error {
-		return deleteIfStillScript.Run(ctx, l.c.rdb, []string{key}, hex.EncodeToString(sum[:])).Err()
-	})
-	if err != nil {
-		// It fails its check again on the next read, and expires anyway.
-		l.log.Debug("shared tier: could not delete a corrupt entry", "key", key, "error", err.Error())
-	}
-}
-
-// The stored form of an entry: a format byte, the sha256 of everything
-// after the digest, then the content type and disposition, each after its
-// length as a uvarint, then the body to the end. The digest covers the
-// headers too: a flipped byte there is as wrong as one in the body.
-const (
-	entryFormat = 1
-	digestEnd   = 1 + sha256.Size
-)
-
-var errOtherFormat = errors.New("fleet: an entry of another format")
+// The stored form of an entry: a format byte, then the entry sealed for
+// its key (seal: version, nonce, ciphertext, tag). Sealed, an entry is the
+// content type and disposition, each after its length as a uvarint, then
+// the body to the end. The format byte is outside the seal so that
+// replicas of another version see "not mine" and leave it: format 1 (an
+// unsealed entry with its sha256) was the version before.
+const entryFormat = 2
 
 func encodeEntry(e *cache.Entry) []byte {
-	b := make([]byte, digestEnd, digestEnd+2*binary.MaxVarintLen64+len(e.ContentType)+len(e.ContentDisposition)+len(e.Body))
-	b[0] = entryFormat
+	b := make([]byte, 0, 2*binary.MaxVarintLen64+len(e.ContentType)+len(e.ContentDisposition)+len(e.Body))
 	b = binary.AppendUvarint(b, uint64(len(e.ContentType)))
 	b = append(b, e.ContentType...)
 	b = binary.AppendUvarint(b, uint64(len(e.ContentDisposition)))
 	b = append(b, e.ContentDisposition...)
-	b = append(b, e.Body...)
-	sum := sha256.Sum256(b[digestEnd:])
-	copy(b[1:digestEnd], sum[:])
-	return b
+	return append(b, e.Body...)
 }
 
 func decodeEntry(b []byte) (*cache.Entry, error) {
-	if len(b) < digestEnd {
-		return nil, errors.New("fleet: entry shorter than its digest")
-	}
-	if b[0] != entryFormat {
-		return nil, errOtherFormat
-	}
-	sum := sha256.Sum256(b[digestEnd:])
-	if !bytes.Equal(sum[:], b[1:digestEnd]) {
-		return nil, errors.New("fleet: entry does not match its sha256")
-	}
-	rest := b[digestEnd:]
-	contentType, rest, err := readField(rest)
+	contentType, rest, err := readField(b)
 	if err != nil {
 		return nil, err
 	}

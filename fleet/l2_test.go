@@ -3,17 +3,19 @@ package fleet
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
 	"github.com/wxa-sidecar/wxa-sidecar/redistest"
+	"github.com/wxa-sidecar/wxa-sidecar/seal"
 )
 
 // logBuffer collects a client's log lines.
@@ -42,6 +44,22 @@ func newTestClient(t *testing.T, url string, rec *seen, logs *logBuffer) *Client
 		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	c, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// keyedClient is a client whose Keyring holds secrets (appid → secret),
+// as main builds it from the configured apps.
+func keyedClient(t *testing.T, url string, rec *seen, secrets map[string]string) *Client {
+	t.Helper()
+	keys, err := seal.NewKeyring(secrets, SealPurpose)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Options{URL: url, Hooks: rec.hooks(), Keys: keys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,27 +117,49 @@ func TestL2RoundTripUnderTheAppsKeyForTheTTL(t *testing.T) {
 	}
 }
 
-// A value that fails its check is never served: a miss, logged, and the
-// key deleted, so the next flight fetches and stores a good one.
-func TestL2EntryFailingItsCheckIsAMissLoggedAndDeleted(t *testing.T) {
+// A value that does not open is never served: a miss, counted, and left
+// in place (a replica of another version or secret may still read it; the
+// next fetch overwrites it).
+func TestL2EntryThatDoesNotOpenIsAMissCountedAndLeft(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
+	jpeg := "\xff\xd8\xff an image 0123456789 \xff\xd9"
+	other := keyedClient(t, srv.URL, &seen{}, map[string]string{"wxapp": "another-secret"})
 	for _, tc := range []struct {
 		name   string
-		damage func(v []byte) []byte
+		damage func(t *testing.T, c *Client, v []byte) []byte
 	}{
-		{"a byte of the body flipped", func(v []byte) []byte { v[len(v)-5] ^= 0x01; return v }},
-		{"a byte of the content type flipped", func(v []byte) []byte { v[digestEnd+1] ^= 0x20; return v }},
-		{"a byte of the digest flipped", func(v []byte) []byte { v[3] ^= 0x80; return v }},
-		{"truncated", func(v []byte) []byte { return v[:len(v)/2] }},
-		{"shorter than a digest", func(v []byte) []byte { return v[:10] }},
-		{"garbage", func([]byte) []byte { return []byte("garbage") }},
+		{"a byte of the body flipped", func(_ *testing.T, _ *Client, v []byte) []byte { v[len(v)-20] ^= 0x01; return v }},
+		{"a byte of the tag flipped", func(_ *testing.T, _ *Client, v []byte) []byte { v[len(v)-1] ^= 0x80; return v }},
+		{"a byte of the nonce flipped", func(_ *testing.T, _ *Client, v []byte) []byte { v[3] ^= 0x80; return v }},
+		{"truncated", func(_ *testing.T, _ *Client, v []byte) []byte { return v[:len(v)/2] }},
+		{"the format byte only", func(_ *testing.T, _ *Client, v []byte) []byte { return v[:1] }},
+		{"garbage", func(*testing.T, *Client, []byte) []byte { return []byte("garbage") }},
+		{"another code's entry", func(t *testing.T, c *Client, _ []byte) []byte {
+			l2 := NewL2(c, L2Options{TTL: time.Hour})
+			if err := l2.Set(context.Background(), "wxapp", testKey(30), testEntry("\xff\xd8\xff another code \xff\xd9")); err != nil {
+				t.Fatal(err)
+			}
+			v, _ := c.Redis().Get(context.Background(), imageKeyOf(testKey(30))).Bytes()
+			return v
+		}},
+		{"sealed under another secret", func(t *testing.T, _ *Client, _ []byte) []byte {
+			l2 := NewL2(other, L2Options{TTL: time.Hour})
+			if err := l2.Set(context.Background(), "wxapp", testKey(3), testEntry(jpeg)); err != nil {
+				t.Fatal(err)
+			}
+			v, _ := other.Redis().Get(context.Background(), imageKeyOf(testKey(3))).Bytes()
+			return v
+		}},
+		{"the unsealed format before, HTML behind JPEG magic", func(*testing.T, *Client, []byte) []byte {
+			return legacyEntry("text/html", "", "\xff\xd8\xff<script>alert(1)</script>")
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			logs := &logBuffer{}
-			c := newTestClient(t, srv.URL, &seen{}, logs)
+			rec := &seen{}
+			c := newTestClient(t, srv.URL, rec, nil)
 			l2 := NewL2(c, L2Options{TTL: time.Hour})
 			ctx := context.Background()
-			if err := l2.Set(ctx, "wxapp", testKey(3), testEntry("\xff\xd8\xff an image 0123456789 \xff\xd9")); err != nil {
+			if err := l2.Set(ctx, "wxapp", testKey(3), testEntry(jpeg)); err != nil {
 				t.Fatal(err)
 			}
 			key := imageKeyOf(testKey(3))
@@ -127,20 +167,33 @@ func TestL2EntryFailingItsCheckIsAMissLoggedAndDeleted(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c.Redis().Set(ctx, key, tc.damage(v), time.Hour).Err(); err != nil {
+			bad := tc.damage(t, c, v)
+			if err := c.Redis().Set(ctx, key, bad, time.Hour).Err(); err != nil {
 				t.Fatal(err)
 			}
 			if got, err := l2.Get(ctx, "wxapp", testKey(3)); !errors.Is(err, cache.ErrNotFound) || got != nil {
 				t.Fatalf("Get = %v, %v; want a miss", got, err)
 			}
-			if n := c.Redis().Exists(ctx, key).Val(); n != 0 {
-				t.Errorf("the damaged value is still under %s", key)
+			if got, _ := c.Redis().Get(ctx, key).Bytes(); !bytes.Equal(got, bad) {
+				t.Errorf("the value under %s was deleted or changed; want it left for the next fetch", key)
 			}
-			if !strings.Contains(logs.String(), "failed its check") {
-				t.Errorf("nothing logged: %q", logs.String())
+			if n := rec.unsealedOf(UnsealedImage); n != 1 {
+				t.Errorf("counted %d unsealed images, want 1", n)
 			}
 		})
 	}
+}
+
+// legacyEntry is an entry in the unsealed format before (1, the sha256 of
+// the rest, the headers, the body): what a Redis writer could forge.
+func legacyEntry(contentType, disposition, body string) []byte {
+	rest := binary.AppendUvarint(nil, uint64(len(contentType)))
+	rest = append(rest, contentType...)
+	rest = binary.AppendUvarint(rest, uint64(len(disposition)))
+	rest = append(rest, disposition...)
+	rest = append(rest, body...)
+	sum := sha256.Sum256(rest)
+	return append(append([]byte{1}, sum[:]...), rest...)
 }
 
 // A value of another format (another version of the sidecar's) is a miss
@@ -151,14 +204,30 @@ func TestL2EntryOfAnotherFormatIsAMissLeftInPlace(t *testing.T) {
 	l2 := NewL2(c, L2Options{TTL: time.Hour})
 	ctx := context.Background()
 	key := imageKeyOf(testKey(4))
-	v := encodeEntry(testEntry("\xff\xd8\xff an image \xff\xd9"))
-	v[0] = entryFormat + 1
+	v := append([]byte{entryFormat + 1}, encodeEntry(testEntry("\xff\xd8\xff an image \xff\xd9"))...)
 	c.Redis().Set(ctx, key, v, time.Hour)
 	if got, err := l2.Get(ctx, "wxapp", testKey(4)); !errors.Is(err, cache.ErrNotFound) || got != nil {
 		t.Fatalf("Get = %v, %v; want a miss", got, err)
 	}
 	if n := c.Redis().Exists(ctx, key).Val(); n != 1 {
 		t.Error("another format's value was deleted")
+	}
+}
+
+// Redis holds neither the body nor the headers of an image in clear.
+func TestL2KeepsNothingInClear(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	c := newTestClient(t, srv.URL, &seen{}, nil)
+	l2 := NewL2(c, L2Options{TTL: time.Hour})
+	ctx := context.Background()
+	if err := l2.Set(ctx, "wxapp", testKey(6), testEntry("\xff\xd8\xff an image BODYMARK \xff\xd9")); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := c.Redis().Get(ctx, imageKeyOf(testKey(6))).Bytes()
+	for _, clear := range []string{"BODYMARK", "image/jpeg", "code.jpeg", "\xff\xd8\xff"} {
+		if bytes.Contains(v, []byte(clear)) {
+			t.Errorf("Redis holds %q in clear", clear)
+		}
 	}
 }
 

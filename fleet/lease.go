@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	mathrand "math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -203,15 +204,16 @@ func (f *Flight) Run(ctx context.Context, app string, k cache.Key, load func(con
 	}
 }
 
-// flightKeys are one key's names in Redis.
-type flightKeys struct{ image, lease, failure string }
+// flightKeys are one key's names in Redis, and the app whose key seals
+// what is kept there.
+type flightKeys struct{ app, image, lease, failure string }
 
 // lead is this replica's flight for k: take the lease and load, or wait
 // for the holder's answer. fleet reports that the answer is another
 // replica's (its entry, read from L2 by load; or its errcode).
 func (f *Flight) lead(ctx context.Context, app string, k cache.Key, load func(context.Context) (*cache.Entry, error)) (e *cache.Entry, fleet bool, err error) {
 	hexKey := hex.EncodeToString(k[:])
-	keys := flightKeys{image: imageKey(f.c, app, k), lease: f.c.Key(app, "lease", hexKey),
+	keys := flightKeys{app: app, image: imageKey(f.c, app, k), lease: f.c.Key(app, "lease", hexKey),
 		failure: f.c.Key(app, "fail", hexKey)}
 	owner := newOwner()
 	deadline := time.Now().Add(f.expiry)
@@ -301,8 +303,11 @@ func (f *Flight) acquire(ctx context.Context, keys flightKeys, owner string) (st
 			f.expiry.Milliseconds(), imageHeld).Text()
 		return err
 	})
-	if err == nil && holder == "" {
-		err = errors.New("fleet: lease answered no holder")
+	if err == nil && holder != imageHeld && !isOwner(holder) {
+		// No owner the sidecar draws: a lease it cannot read is Redis
+		// unreachable for this flight, which loads alone.
+		f.c.unsealed(UnsealedLease)
+		err = errors.New("fleet: the lease is held by no owner the sidecar draws")
 	}
 	return holder, err
 }
@@ -316,7 +321,7 @@ func (f *Flight) hold(ctx context.Context, keys flightKeys, owner string, expire
 	e, err = load(underLease(ctx, expires))
 	var we *wechat.Error
 	if err != nil && errors.As(err, &we) {
-		marker = encodeFailure(owner, we)
+		marker = f.encodeFailure(keys, owner, we)
 	}
 	return e, err
 }
@@ -401,7 +406,7 @@ func (f *Flight) wait(ctx context.Context, keys flightKeys, holder string, deadl
 			return imageAppeared, nil
 		}
 		if marker, ok := got[1].(string); ok {
-			if err := decodeFailure(marker, holder); err != nil {
+			if err := f.decodeFailure(keys, marker, holder); err != nil {
 				return holderFailed, err
 			}
 		}
@@ -419,23 +424,46 @@ type failure struct {
 	Msg    string `json:"errmsg"`
 }
 
-func encodeFailure(owner string, we *wechat.Error) []byte {
-	b, _ := json.Marshal(failure{Owner: owner, Status: we.Status, Code: int(we.Code), Msg: we.Msg})
-	return b
+// maxFailureMsg bounds the errmsg a marker carries: WeChat's are a line.
+const maxFailureMsg = 512
+
+// encodeFailure seals the errcode we for the waiters of owner's lease, or
+// returns nil when we is not an answer a waiter may take from another
+// replica (see sharedFailure).
+func (f *Flight) encodeFailure(keys flightKeys, owner string, we *wechat.Error) []byte {
+	if !sharedFailure(we.Status, we.Code) {
+		return nil
+	}
+	msg := we.Msg
+	if len(msg) > maxFailureMsg {
+		msg = strings.ToValidUTF8(msg[:maxFailureMsg], "")
+	}
+	b, _ := json.Marshal(failure{Owner: owner, Status: we.Status, Code: int(we.Code), Msg: msg})
+	sealed, err := f.c.seal(keys.app, b, keys.failure)
+	if err != nil {
+		return nil
+	}
+	return sealed
 }
 
 // decodeFailure returns the errcode holder left, or nil for a marker of
-// another holder's (an earlier flight's, still within its TTL) or one
-// that does not parse.
-func decodeFailure(marker, holder string) error {
+// another holder's (an earlier flight's, still within its TTL), one that
+// does not open, or one out of bounds.
+func (f *Flight) decodeFailure(keys flightKeys, marker, holder string) error {
+	plain, ok := f.c.open(UnsealedFailure, keys.app, []byte(marker), keys.failure)
+	if !ok {
+		return nil
+	}
 	var m failure
-	if json.Unmarshal([]byte(marker), &m) != nil || m.Owner != holder || m.Code == 0 {
+	if json.Unmarshal(plain, &m) != nil || !sharedFailure(m.Status, wechat.Errcode(m.Code)) || len(m.Msg) > maxFailureMsg {
+		f.c.unsealed(UnsealedFailure)
+		return nil
+	}
+	if m.Owner != holder {
 		return nil
 	}
 	we := wechat.Errorf(wechat.Errcode(m.Code), m.Msg)
-	if m.Status != 0 {
-		we.Status = m.Status
-	}
+	we.Status = m.Status
 	return we
 }
 
@@ -455,11 +483,34 @@ func leaseExpiry(ctx context.Context) (expires time.Time, ok bool) {
 	return expires, ok
 }
 
+// sharedFailure reports whether a failed fetch's answer may be handed to
+// the waiters of another replica: an errcode wechat names (or -1) with a
+// status the sidecar itself answers a failed fetch with. Anything else is
+// not believed: a status out of HTTP's range would make the waiter's
+// handler panic.
+func sharedFailure(status int, code wechat.Errcode) bool {
+	switch status {
+	case 200, 502, 503, 504:
+	default:
+		return false
+	}
+	return code != wechat.OK && code.Named()
+}
+
 // newOwner is a lease owner value no other flight will draw.
 func newOwner() string {
 	var b [16]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// isOwner reports whether s is a value newOwner draws.
+func isOwner(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
 }
 
 // withoutBudget is ctx without its request's budget (its values and

@@ -225,7 +225,7 @@ func TestCrashedHolderIsWaitedOutThenTheWaiterLoads(t *testing.T) {
 	close(o.letGo)
 	k := testKey(12)
 	lease := "wxa:{wxapp}:lease:" + hexOf(k)
-	if err := b.c.Redis().Set(context.Background(), lease, "crashed-holder", 300*time.Millisecond).Err(); err != nil {
+	if err := b.c.Redis().Set(context.Background(), lease, "c7a5bed0c7a5bed0c7a5bed0c7a5bed0", 300*time.Millisecond).Err(); err != nil {
 		t.Fatal(err)
 	}
 	// The lease's holder while b loads: b's own, so that other waiters
@@ -245,7 +245,7 @@ func TestCrashedHolderIsWaitedOutThenTheWaiterLoads(t *testing.T) {
 	if b.leaseResults() != "map[timed_out:1]" {
 		t.Errorf("b's leases %s, want timed_out", b.leaseResults())
 	}
-	if holderDuringLoad == "" || holderDuringLoad == "crashed-holder" {
+	if holderDuringLoad == "" || holderDuringLoad == "c7a5bed0c7a5bed0c7a5bed0c7a5bed0" {
 		t.Errorf("lease held by %q while b loaded, want b's own", holderDuringLoad)
 	}
 	if b.c.Redis().Exists(context.Background(), lease).Val() != 0 {
@@ -262,7 +262,7 @@ func TestWaiterLoadsItselfAtTheLeaseExpiry(t *testing.T) {
 	close(o.letGo)
 	k := testKey(13)
 	lease := "wxa:{wxapp}:lease:" + hexOf(k)
-	b.c.Redis().Set(context.Background(), lease, "stuck-holder", time.Minute)
+	b.c.Redis().Set(context.Background(), lease, "57c4b01d57c4b01d57c4b01d57c4b01d", time.Minute)
 	res := receive(t, "b", b.runAsync(context.Background(), "wxapp", k, o.load(b, "wxapp", k, nil)))
 	if res.err != nil || res.from != codes.Own || o.fetches.Load() != 1 {
 		t.Fatalf("b: %v, %v, %d fetches; want its own load", res.from, res.err, o.fetches.Load())
@@ -270,7 +270,7 @@ func TestWaiterLoadsItselfAtTheLeaseExpiry(t *testing.T) {
 	if b.leaseResults() != "map[timed_out:1]" {
 		t.Errorf("b's leases %s, want timed_out", b.leaseResults())
 	}
-	if got := b.c.Redis().Get(context.Background(), lease).Val(); got != "stuck-holder" {
+	if got := b.c.Redis().Get(context.Background(), lease).Val(); got != "57c4b01d57c4b01d57c4b01d57c4b01d" {
 		t.Errorf("lease now %q: the waiter touched another's lease", got)
 	}
 }

@@ -3,6 +3,8 @@ package fleet
 import (
 	"context"
 	"encoding/hex"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
@@ -47,25 +49,56 @@ func (r *Refusals) key(app string, k cache.Key) string {
 }
 
 // Refused reports whether this replica or any other heard 45029 for k
-// within the TTL; a Redis that cannot answer is "no".
+// within the TTL; a Redis that cannot answer, or a value that does not
+// open or names no time within the TTL, is "no".
 func (r *Refusals) Refused(ctx context.Context, app string, k cache.Key) bool {
 	if r.local.Refused(ctx, app, k) {
 		return true
 	}
-	var n int64
+	key := r.key(app, k)
+	var value []byte
 	err := r.c.Do(ctx, OpCooldown, func(ctx context.Context) error {
 		var err error
-		n, err = r.c.rdb.Exists(ctx, r.key(app, k)).Result()
+		value, err = r.c.rdb.Get(ctx, key).Bytes()
 		return err
 	})
-	return err == nil && n == 1
+	if err != nil {
+		return false
+	}
+	plain, ok := r.c.open(UnsealedRefusal, app, value, key)
+	if !ok {
+		return false
+	}
+	// "45029 until-Unix-ms": a refusal replayed after its TTL, or one
+	// claiming more than a TTL, is not believed.
+	code, until, found := strings.Cut(string(plain), " ")
+	ms, err := strconv.ParseInt(until, 10, 64)
+	now := r.c.now()
+	if !found || code != refusalCode || err != nil || ms < now.UnixMilli() || ms > now.Add(r.ttl+refusalSlack).UnixMilli() {
+		r.c.unsealed(UnsealedRefusal)
+		return false
+	}
+	return true
 }
+
+// refusalCode is what a refusal's sealed value starts with.
+const refusalCode = "45029"
+
+// refusalSlack allows for the clocks of the replica that wrote a refusal
+// and of the one reading it.
+const refusalSlack = time.Minute
 
 // Refuse remembers the 45029 here and, Redis willing, for the fleet,
 // before the flight that heard it answers (and releases its lease).
 func (r *Refusals) Refuse(ctx context.Context, app string, k cache.Key) {
 	r.local.Refuse(ctx, app, k)
+	key := r.key(app, k)
+	until := r.c.now().Add(r.ttl).UnixMilli()
+	value, err := r.c.seal(app, []byte(refusalCode+" "+strconv.FormatInt(until, 10)), key)
+	if err != nil {
+		return
+	}
 	r.c.Do(ctx, OpCooldown, func(ctx context.Context) error {
-		return r.c.rdb.Set(ctx, r.key(app, k), "45029", r.ttl).Err()
+		return r.c.rdb.Set(ctx, key, value, r.ttl).Err()
 	})
 }

@@ -45,9 +45,10 @@ const defaultTokenLeaseTTL = 30 * time.Second
 // (wxa:{appid}:token-lease) and the force_refresh count
 // (wxa:{appid}:force:YYYYMMDD and wxa:{appid}:force-last). Every call goes
 // through Client.Do as op "token"; any failure is returned as a fault, and
-// the token.Manager carries on from its own memory. The token it writes is
-// a secret: Redis must be private (AUTH, TLS where the network is shared).
-// Its errors never carry a token, a secret or the password.
+// the token.Manager carries on from its own memory. The token is sealed
+// with the app's key (sealed.go): a Redis reader never sees it, and a
+// value a writer forged or moved there is no token. Its errors never carry
+// a token, a secret or the password.
 //
 // Safe for concurrent use.
 type TokenStore struct {
@@ -71,13 +72,16 @@ type storedToken struct {
 	FetchedAt time.Time `json:"fetched_at,omitzero"`
 }
 
-// Load implements token.Store: token.ErrNoToken on a miss, a fault on
-// anything else (including a value that does not decode).
+// Load implements token.Store: token.ErrNoToken on a miss, a value that
+// does not open, or a token that is not one WeChat issues (its characters,
+// its length); a fault on anything else. An expiry beyond a token's
+// longest life is clamped to it.
 func (s *TokenStore) Load(ctx context.Context, appID string) (token.Token, error) {
+	key := s.c.Key(appID, "token")
 	var raw []byte
 	err := s.c.Do(ctx, OpToken, func(ctx context.Context) error {
 		var err error
-		raw, err = s.c.Redis().Get(ctx, s.c.Key(appID, "token")).Bytes()
+		raw, err = s.c.Redis().Get(ctx, key).Bytes()
 		return err
 	})
 	switch {
@@ -86,26 +90,47 @@ func (s *TokenStore) Load(ctx context.Context, appID string) (token.Token, error
 	case err != nil:
 		return token.Token{}, fmt.Errorf("fleet: token store: load: %w", err)
 	}
+	plain, ok := s.c.open(UnsealedToken, appID, raw, key)
+	if !ok {
+		// Left for the next Save to overwrite: the Manager fetches.
+		return token.Token{}, token.ErrNoToken
+	}
 	var st storedToken
-	if err := json.Unmarshal(raw, &st); err != nil || st.Value == "" {
-		// Never the value in the error: it is, or holds, a token.
-		return token.Token{}, errors.New("fleet: token store: load: the stored token does not decode")
+	if err := json.Unmarshal(plain, &st); err != nil || !token.ValidValue(st.Value) {
+		// Never the value in a log or an error: it is, or holds, a token.
+		s.c.unsealed(UnsealedToken)
+		return token.Token{}, token.ErrNoToken
+	}
+	now := s.c.now()
+	if longest := now.Add(maxTokenLife); st.Expiry.After(longest) {
+		st.Expiry = longest
+	}
+	if st.FetchedAt.After(now) {
+		st.FetchedAt = now
 	}
 	return token.Token{Value: st.Value, Expiry: st.Expiry, FetchedAt: st.FetchedAt}, nil
 }
 
+// maxTokenLife is the longest life WeChat gives a token (expires_in 7200).
+const maxTokenLife = 7200 * time.Second
+
 // Save implements token.Store: it overwrites, as MemoryStore does (in
 // classic mode the lease makes saves take turns; in stable mode every
 // replica is handed the same token), and Redis forgets the token when it
-// expires.
+// expires. The token is sealed: Redis never holds it in clear.
 func (s *TokenStore) Save(ctx context.Context, appID string, t token.Token) error {
 	raw, err := json.Marshal(storedToken{Value: t.Value, Expiry: t.Expiry, FetchedAt: t.FetchedAt})
 	if err != nil {
 		return fmt.Errorf("fleet: token store: save: %w", err)
 	}
-	ttl := max(t.Expiry.Sub(s.c.now()), time.Millisecond)
+	key := s.c.Key(appID, "token")
+	sealed, err := s.c.seal(appID, raw, key)
+	if err != nil {
+		return fmt.Errorf("fleet: token store: save: %w", err)
+	}
+	ttl := min(max(t.Expiry.Sub(s.c.now()), time.Millisecond), maxTokenLife)
 	err = s.c.Do(ctx, OpToken, func(ctx context.Context) error {
-		return s.c.Redis().Set(ctx, s.c.Key(appID, "token"), raw, ttl).Err()
+		return s.c.Redis().Set(ctx, key, sealed, ttl).Err()
 	})
 	if err != nil {
 		return fmt.Errorf("fleet: token store: save: %w", err)
@@ -117,7 +142,10 @@ func (s *TokenStore) Save(ctx context.Context, appID string, t token.Token) erro
 // two replicas are never both allowed the last one. KEYS[1] is the day's
 // count, KEYS[2] the time of the fleet's last force_refresh; ARGV: the
 // daily limit, now in ms, the spacing in ms, the count's life in ms.
-// Answers 0 (allowed, recorded), 1 (the day's limit is spent), 2 (too soon).
+// Answers 0 (allowed, recorded), 1 (the day's limit is spent), 2 (too soon),
+// 3 (a count above the limit, or a last force_refresh further ahead than
+// the spacing: values no replica writes, so the caller decides from its
+// own memory, as with Redis unreachable).
 //
 // The spacing is a fleet-wide lock that Redis drops after 30 s, holding
 // the caller's time: a caller whose clock says 30 s have passed may take
@@ -125,12 +153,21 @@ func (s *TokenStore) Save(ctx context.Context, appID string, t token.Token) erro
 // holder's waits for Redis to drop it.
 var allowForceScript = redis.NewScript(`
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if not n or n < 0 or n > tonumber(ARGV[1]) then
+	return 3
+end
 if n >= tonumber(ARGV[1]) then
 	return 1
 end
 local last = redis.call('GET', KEYS[2])
-if last and tonumber(ARGV[2]) - tonumber(last) < tonumber(ARGV[3]) then
-	return 2
+if last then
+	local ms = tonumber(last)
+	if not ms or ms - tonumber(ARGV[2]) > tonumber(ARGV[3]) then
+		return 3
+	end
+	if tonumber(ARGV[2]) - ms < tonumber(ARGV[3]) then
+		return 2
+	end
 end
 redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -154,6 +191,10 @@ func (s *TokenStore) AllowForce(ctx context.Context, appID string, now time.Time
 			(nextMidnight.Sub(now) + forceDaySlack).Milliseconds()).Int64()
 		return err
 	})
+	if err == nil && answer == 3 {
+		s.c.unsealed(UnsealedForce)
+		err = errUnreadable
+	}
 	if err != nil {
 		return false, "", fmt.Errorf("fleet: token store: allow force_refresh: %w", err)
 	}

@@ -51,7 +51,8 @@ func (m *Metrics) QuotaHooks() quota.Hooks {
 }
 
 // FleetHooks counts the shared tier's Redis operations and leases, and
-// shows whether Redis is up. Call ObserveRedis first.
+// the values it did not believe, and shows whether Redis is up. Call
+// ObserveRedis (and ObserveUnsealed) first.
 func (m *Metrics) FleetHooks() fleet.Hooks {
 	return fleet.Hooks{
 		Request: func(op, result string, d time.Duration) {
@@ -68,6 +69,11 @@ func (m *Metrics) FleetHooks() fleet.Hooks {
 			m.RedisUp.Set(v)
 		},
 		Lease: func(result string) { m.FleetLeases.WithLabelValues(result).Inc() },
+		Unsealed: func(kind string) {
+			if m.RedisUnsealed != nil {
+				m.RedisUnsealed.WithLabelValues(kind).Inc()
+			}
+		},
 	}
 }
 

@@ -55,6 +55,8 @@ type Metrics struct {
 	RedisRequests        *prometheus.CounterVec   // op, result
 	RedisRequestDuration *prometheus.HistogramVec // op
 	FleetLeases          *prometheus.CounterVec   // result: acquired, waited, timed_out
+	// RedisUnsealed: registered by ObserveUnsealed only.
+	RedisUnsealed *prometheus.CounterVec // kind
 }
 
 // durationBuckets start at 100µs, where a cache hit lies, and reach 30s,
@@ -157,6 +159,18 @@ func (m *Metrics) ObserveRedis(ops, results []string) {
 	}
 	for _, result := range LeaseResults {
 		m.FleetLeases.WithLabelValues(result)
+	}
+}
+
+// ObserveUnsealed registers the count of values read from Redis and not
+// believed, every given kind at zero.
+func (m *Metrics) ObserveUnsealed(kinds []string) {
+	m.RedisUnsealed = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "redis_unsealed_total",
+		Help: "Values read from the shared tier's Redis and not believed, by kind (image, failure, cooldown, refusal, token, ratelimit, lease, force_refresh): sealed under another key or for another key, forged, or out of bounds. Each is treated as absent, or as Redis unreachable for that request."},
+		[]string{"kind"})
+	m.Registry.MustRegister(m.RedisUnsealed)
+	for _, kind := range kinds {
+		m.RedisUnsealed.WithLabelValues(kind)
 	}
 }
 

@@ -72,6 +72,8 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 		// A signed body is encrypted: it cannot be keyed by its parameters
 		// and must reach WeChat byte for byte.
 		w.Header().Set("Cache-Status", cacheStatusBypass)
+		// WeChat's answer as it came, but an image still leaves as one.
+		w.Header()["X-Content-Type-Options"] = nosniffHeader
 		p.proxyBuffered(w, r, c, body)
 		return
 	}
@@ -100,8 +102,11 @@ func (p *Proxy) serveCode(w http.ResponseWriter, r *http.Request, c *call) {
 	}
 	// POSTs ignore conditional headers: SDKs never send them, and RFC 9110
 	// would demand 412 rather than 304.
-	writeImage(w, res, false)
+	writeImage(w, res, false, nil)
 }
+
+// nosniffHeader is X-Content-Type-Options' value on every image, shared.
+var nosniffHeader = []string{"nosniff"}
 
 // errNotCached answers a request with Cache-Control: only-if-cached whose
 // image is in neither tier: RFC 9111 (5.2.1.7) says 504, and nothing is
@@ -242,13 +247,19 @@ func (p *Proxy) codeFetchFailed(r codes.Request, attempts int, err error) {
 	}
 }
 
-// writeImage sends a cached or fetched image with WeChat's headers.
-func writeImage(w http.ResponseWriter, res codes.Result, headOnly bool) {
+// writeImage sends a cached or fetched image with WeChat's headers, and
+// nosniff: a browser must take it as the image it is labelled, never sniff
+// it into a page. contentType, when not nil, replaces the stored label.
+func writeImage(w http.ResponseWriter, res codes.Result, headOnly bool, contentType []string) {
 	h := w.Header()
 	e := res.Entry
 	// Shared, prebuilt values: a hit allocates no header.
 	for k, v := range e.Header {
 		h[k] = v
+	}
+	h["X-Content-Type-Options"] = nosniffHeader
+	if contentType != nil {
+		h["Content-Type"] = contentType
 	}
 	h["Cache-Status"] = cacheStatusHeader[cacheStatusOf[res.Status]]
 	if res.NumUsed != "" {

@@ -41,6 +41,10 @@ func writeJSON(w http.ResponseWriter, status int, body []byte) {
 
 // writeErrcode answers with {"errcode":N,"errmsg":"..."}.
 func writeErrcode(w http.ResponseWriter, status int, code wechat.Errcode, errmsg string) {
+	if status < 200 || status > 599 {
+		// No answer of ours has another; net/http panics on some.
+		status = http.StatusBadGateway
+	}
 	b := make([]byte, 0, 48+len(errmsg))
 	b = append(b, `{"errcode":`...)
 	b = strconv.AppendInt(b, int64(code), 10)
@@ -119,6 +123,10 @@ func writeError(w http.ResponseWriter, err error) *wechat.Error {
 // retryAfterSeconds is a Retry-After value: whole seconds, rounded up, at
 // least 1.
 func retryAfterSeconds(d time.Duration) string {
-	s := int64((d + time.Second - 1) / time.Second)
+	// Rounded up without adding to d, which may be near its maximum.
+	s := int64(d / time.Second)
+	if d%time.Second > 0 {
+		s++
+	}
 	return strconv.FormatInt(max(s, 1), 10)
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"net/http"
 	"strconv"
 	"strings"
@@ -65,7 +66,34 @@ func (p *Proxy) serveQRCode(w http.ResponseWriter, r *http.Request, a *app, publ
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	writeImage(w, res, r.Method == http.MethodHead)
+	// What browsers load: the label is the image's own, from its magic
+	// bytes, whatever was stored beside it.
+	contentType := imageTypeOf(res.Entry.Body)
+	if contentType == nil {
+		p.log.Error("an image to serve on GET /qrcode is neither a JPEG nor a PNG; refused", "app", a.id,
+			"bytes", len(res.Entry.Body))
+		writeErrcode(w, http.StatusBadGateway, wechat.SystemBusy, "system error: not an image (wxa-sidecar)")
+		return
+	}
+	writeImage(w, res, r.Method == http.MethodHead, contentType)
+}
+
+// Content-Type values of GET /qrcode, shared.
+var (
+	contentTypeJPEG = []string{"image/jpeg"}
+	contentTypePNG  = []string{"image/png"}
+)
+
+// imageTypeOf is the Content-Type body's magic bytes name, nil for neither
+// a JPEG nor a PNG (codes accepts nothing else).
+func imageTypeOf(body []byte) []string {
+	switch {
+	case bytes.HasPrefix(body, []byte{0xFF, 0xD8, 0xFF}):
+		return contentTypeJPEG
+	case bytes.HasPrefix(body, []byte{0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A}):
+		return contentTypePNG
+	}
+	return nil
 }
 
 // qrcodeError is GET /qrcode's renderer: plain HTTP statuses a front end

@@ -114,7 +114,13 @@ func checkRedisURL(raw string) error {
 func fleetProblem(err error) error {
 	msg := strings.TrimPrefix(err.Error(), "fleet: ")
 	if strings.HasPrefix(msg, "REDIS_") {
-		return errors.New(msg)
+		// "REDIS_CA_FILE holds no PEM certificate" → "REDIS_CA_FILE: holds …",
+		// so the variable leads the line as in every other problem.
+		name, rest, _ := strings.Cut(msg, " ")
+		if n, r, ok := strings.Cut(msg, ": "); ok && !strings.Contains(n, " ") {
+			name, rest = n, r
+		}
+		return fmt.Errorf("%s: %s", strings.TrimSuffix(name, ":"), rest)
 	}
 	return fmt.Errorf("REDIS_URL: %s", msg)
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/wxa-sidecar/wxa-sidecar/metrics"
 	"github.com/wxa-sidecar/wxa-sidecar/proxy"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
+	"github.com/wxa-sidecar/wxa-sidecar/seal"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
 	"github.com/wxa-sidecar/wxa-sidecar/upstream"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
@@ -104,8 +105,14 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Sidecar, error) 
 	}
 	if cfg.RedisURL != "" {
 		s.metrics.ObserveRedis(fleet.Ops, fleet.Results)
+		s.metrics.ObserveUnsealed(fleet.UnsealedKinds)
 		o := fleetOptions(cfg, log)
 		o.Hooks = s.metrics.FleetHooks()
+		keys, err := redisKeys(cfg.Apps)
+		if err != nil {
+			return nil, err
+		}
+		o.Keys = keys
 		rc, err := fleet.New(o)
 		if err != nil {
 			return nil, err
@@ -214,6 +221,17 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Sidecar, error) 
 		s.drain.guard(s.qrcode)
 	}
 	return s, nil
+}
+
+// redisKeys seals what the fleet keeps in Redis: one key per app, derived
+// from its secret (no setting of its own; a rotated secret turns the app's
+// old values into misses).
+func redisKeys(apps []config.App) (*seal.Keyring, error) {
+	secrets := make(map[string]string, len(apps))
+	for _, a := range apps {
+		secrets[a.ID] = a.Secret
+	}
+	return seal.NewKeyring(secrets, fleet.SealPurpose)
 }
 
 // fleetOptions are the shared tier's options from cfg.

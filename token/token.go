@@ -697,6 +697,10 @@ func (m *Manager) request(ctx context.Context, force bool) (Token, error) {
 	if ans.AccessToken == "" || ans.ExpiresIn <= 0 {
 		return Token{}, errors.New("token: fetch: the answer has no access_token or expires_in")
 	}
+	if !ValidValue(ans.AccessToken) {
+		// Never the value: whatever it is, it stands where a token does.
+		return Token{}, errors.New("token: fetch: the answer's access_token is not a token WeChat issues (its characters or length)")
+	}
 	if ans.ExpiresIn > maxExpiresIn {
 		m.log.Warn("WeChat's expires_in is beyond a token's longest life; clamped", "expires_in", ans.ExpiresIn, "clamped_to", maxExpiresIn)
 		ans.ExpiresIn = maxExpiresIn

@@ -470,3 +470,32 @@ func TestAFailedInvalidateIsRetriedAfterABackoff(t *testing.T) {
 		t.Fatalf("Invalidate 5 minutes later: %v (same token: %v), want a fresh token", err, fresh.Value == tok.Value)
 	}
 }
+
+func TestValidValueIsWeChatsCharacterSet(t *testing.T) {
+	for v, want := range map[string]bool{
+		"78_8Hh3abc-DEF_ghi0123": true, strings.Repeat("A", 512): true, "a.b~c": true,
+		"": false, strings.Repeat("A", 513): false, "FORGED&touser=attacker": false, "a b": false,
+		"a=b": false, "a%26b": false, "a#b": false, "a;b": false, "a+b": false, "tok\n": false, "токен": false,
+	} {
+		if got := ValidValue(v); got != want {
+			t.Errorf("ValidValue(%.40q) = %v, want %v", v, got, want)
+		}
+	}
+}
+
+// A token answer whose access_token WeChat would never issue is a failed
+// fetch: the value is neither used nor echoed.
+func TestFetchRefusesATokenOutsideWeChatsCharacters(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `{"access_token":"EVIL&touser=attacker","expires_in":7200}`)
+	}))
+	t.Cleanup(srv.Close)
+	f := newFixture(t, ModeStable, func(o *Options) { o.BaseURL = srv.URL })
+	tok, err := f.m.Token(context.Background())
+	if err == nil || tok.Value != "" {
+		t.Fatalf("Token = %q, %v; want a failed fetch", tok.Value, err)
+	}
+	if strings.Contains(err.Error(), "EVIL") || strings.Contains(err.Error(), "touser") {
+		t.Errorf("the error echoes the value: %v", err)
+	}
+}

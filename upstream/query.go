@@ -96,13 +96,14 @@ func StripToken(rawQuery string) string {
 }
 
 // WithToken returns rawQuery with every access_token of the caller's
-// removed and tok appended, so WeChat sees exactly one token, ours.
+// removed and tok appended, query-escaped, so WeChat sees exactly one
+// token, ours, and nothing a token could smuggle in ("&touser=...").
 func WithToken(rawQuery, tok string) string {
 	rest := StripToken(rawQuery)
 	if rest == "" {
-		return tokenParam + "=" + tok
+		return tokenParam + "=" + url.QueryEscape(tok)
 	}
-	return rest + "&" + tokenParam + "=" + tok
+	return rest + "&" + tokenParam + "=" + url.QueryEscape(tok)
 }
 
 // CallerTokens yields the decoded values of the access_token parts of

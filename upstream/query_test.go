@@ -50,3 +50,21 @@ func FuzzStripToken(f *testing.F) {
 		}
 	})
 }
+
+// A token is appended query-escaped: whatever it holds, WeChat reads one
+// access_token, that token, and no other parameter.
+func TestWithTokenEscapesTheToken(t *testing.T) {
+	for _, tok := range []string{"FORGED&touser=attacker", "a;b=c", "x#frag", "sp ace+plus%25", "Plain_Token-0123"} {
+		q := WithToken("scene=1", tok)
+		v, err := url.ParseQuery(q)
+		if err != nil {
+			t.Fatalf("WithToken(%q) = %q: %v", tok, q, err)
+		}
+		if got := v["access_token"]; len(got) != 1 || got[0] != tok || len(v) != 2 || v.Get("scene") != "1" {
+			t.Errorf("WithToken(%q) = %q, read back as %v", tok, q, v)
+		}
+	}
+	if q := WithToken("", "Plain_Token-0123"); q != "access_token=Plain_Token-0123" {
+		t.Errorf("a token of WeChat's characters changed: %q", q)
+	}
+}
