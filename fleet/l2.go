@@ -87,12 +87,20 @@ func (l *L2) Get(ctx context.Context, app string, k cache.Key) (*cache.Entry, er
 	return e, nil
 }
 
-// Set stores e under k for the TTL.
+// Set stores e under k for the TTL, or until e.Until when it has one (a
+// link: Redis drops it then, on its own clock); an entry already past its
+// Until is not stored.
 func (l *L2) Set(ctx context.Context, app string, k cache.Key, e *cache.Entry) error {
+	ttl := l.ttl
+	if !e.Until.IsZero() {
+		if ttl = time.Until(e.Until); ttl < time.Millisecond {
+			return nil
+		}
+	}
 	key := imageKey(l.c, app, k)
 	value := encodeEntry(e)
 	err := l.c.Do(ctx, OpL2Set, func(ctx context.Context) error {
-		return l.c.rdb.Set(ctx, key, value, l.ttl).Err()
+		return l.c.rdb.Set(ctx, key, value, ttl).Err()
 	})
 	if err != nil {
 		return fmt.Errorf("fleet: l2 set: %w", err)
@@ -125,17 +133,26 @@ func (l *L2) deleteIfStill(ctx context.Context, key string, value []byte) {
 // The stored form of an entry: a format byte, the sha256 of everything
 // after the digest, then the content type and disposition, each after its
 // length as a uvarint, then the body to the end. The digest covers the
-// headers too: a flipped byte there is as wrong as one in the body.
+// headers too: a flipped byte there is as wrong as one in the body. An
+// entry with an Until (a link) is format 0x11, format 1 with an Until: the
+// Until, in Unix milliseconds as 8 bytes big-endian, comes right after the
+// digest. A replica that knows only format 1 reads it as another version's
+// and leaves it alone.
 const (
-	entryFormat = 1
-	digestEnd   = 1 + sha256.Size
+	entryFormat      = 1
+	entryFormatUntil = 0x11
+	digestEnd        = 1 + sha256.Size
 )
 
 var errOtherFormat = errors.New("fleet: an entry of another format")
 
 func encodeEntry(e *cache.Entry) []byte {
-	b := make([]byte, digestEnd, digestEnd+2*binary.MaxVarintLen64+len(e.ContentType)+len(e.ContentDisposition)+len(e.Body))
+	b := make([]byte, digestEnd, digestEnd+8+2*binary.MaxVarintLen64+len(e.ContentType)+len(e.ContentDisposition)+len(e.Body))
 	b[0] = entryFormat
+	if !e.Until.IsZero() {
+		b[0] = entryFormatUntil
+		b = binary.BigEndian.AppendUint64(b, uint64(e.Until.UnixMilli()))
+	}
 	b = binary.AppendUvarint(b, uint64(len(e.ContentType)))
 	b = append(b, e.ContentType...)
 	b = binary.AppendUvarint(b, uint64(len(e.ContentDisposition)))
@@ -150,7 +167,7 @@ func decodeEntry(b []byte) (*cache.Entry, error) {
 	if len(b) < digestEnd {
 		return nil, errors.New("fleet: entry shorter than its digest")
 	}
-	if b[0] != entryFormat {
+	if b[0] != entryFormat && b[0] != entryFormatUntil {
 		return nil, errOtherFormat
 	}
 	sum := sha256.Sum256(b[digestEnd:])
@@ -158,6 +175,14 @@ func decodeEntry(b []byte) (*cache.Entry, error) {
 		return nil, errors.New("fleet: entry does not match its sha256")
 	}
 	rest := b[digestEnd:]
+	var until time.Time
+	if b[0] == entryFormatUntil {
+		if len(rest) < 8 {
+			return nil, errors.New("fleet: entry framing is broken")
+		}
+		until = time.UnixMilli(int64(binary.BigEndian.Uint64(rest)))
+		rest = rest[8:]
+	}
 	contentType, rest, err := readField(rest)
 	if err != nil {
 		return nil, err
@@ -169,7 +194,7 @@ func decodeEntry(b []byte) (*cache.Entry, error) {
 	if len(body) == 0 {
 		return nil, errors.New("fleet: entry without a body")
 	}
-	return cache.NewEntry(body, contentType, contentDisposition), nil
+	return cache.NewEntryUntil(body, contentType, contentDisposition, until), nil
 }
 
 func readField(b []byte) (field string, rest []byte, err error) {
