@@ -324,18 +324,25 @@ func (g *Gate) Observe(ctx context.Context, k quota.Key, code wechat.Errcode) {
 		next = held
 	}
 	next.Until = ceilMilli(next.Until)
-	g.c.Do(ctx, OpCooldown, func(ctx context.Context) error {
-		value, err := setCooldownScript.Run(ctx, g.c.Redis(), []string{g.cooldownKey(k), g.memoryKey(k)},
-			formatCooldown(next), next.Until.UnixMilli(), next.Until.Add(strikeMemory).UnixMilli()).Text()
-		if err != nil {
-			return err
+	// 44993 closes both link endpoints that share the day's quota.
+	for _, closed := range quota.Closes(k, code) {
+		cd := next
+		g.c.Do(ctx, OpCooldown, func(ctx context.Context) error {
+			value, err := setCooldownScript.Run(ctx, g.c.Redis(), []string{g.cooldownKey(closed), g.memoryKey(closed)},
+				formatCooldown(cd), cd.Until.UnixMilli(), cd.Until.Add(strikeMemory).UnixMilli()).Text()
+			if err != nil {
+				return err
+			}
+			if inForce, err := parseCooldown(value); err == nil {
+				cd = inForce
+			}
+			return nil
+		})
+		g.local.Adopt(closed, cd)
+		if closed == k {
+			next = cd
 		}
-		if inForce, err := parseCooldown(value); err == nil {
-			next = inForce
-		}
-		return nil
-	})
-	g.local.Adopt(k, next)
+	}
 	g.log.Warn("WeChat quota reached: calls answered locally until the window resets",
 		"app", k.App, "endpoint", k.Endpoint, "errcode", int(code), "until", next.Until)
 }
