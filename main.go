@@ -195,6 +195,12 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		Logger:        log,
 		Hooks:         s.metrics.QuotaHooks(),
 	}
+	// Each link endpoint allows 100 calls a second at WeChat (44990
+	// beyond): 100/s:10 in UPSTREAM_LIMITS' grammar, unless it says
+	// otherwise.
+	for _, path := range wechat.LinkEndpoints() {
+		limits.Endpoints[path] = quota.Limit{Rate: linkRate, Burst: linkBurst}
+	}
 	for path, l := range cfg.Limits {
 		if !wechat.IsKnownEndpoint(path) {
 			return nil, fmt.Errorf("rate limit for %s: not a known WeChat endpoint (known: see README)", path)
@@ -261,26 +267,33 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		s.metrics.ObserveTokenExpiry(m.AppID(), func() float64 { return m.Status().ExpiresInSeconds })
 	}
 	co := codes.Options{L1: c, RefusalTTL: cfg.CacheTTL, Logger: log, Hooks: s.metrics.CodesHooks()}
+	// Links share the codes' tiers and lease (the proxy hands them over);
+	// what is theirs alone is the memory of a spent 85400.
+	lo := codes.LinkOptions{PermanentTTL: cfg.CacheTTL, Logger: log, Hooks: s.metrics.LinkHooks()}
 	if s.redis != nil {
 		co.L2 = fleet.NewL2(s.redis, fleet.L2Options{TTL: cfg.CacheTTL, Logger: log})
 		co.Flight = fleet.NewFlight(s.redis, fleet.FlightOptions{LeaseExpiry: leaseExpiry(cfg), Logger: log})
 		co.Refusals = fleet.NewRefusals(s.redis, fleet.RefusalsOptions{TTL: cfg.CacheTTL})
 		co.Scope = fleet.Scope
+		lo.Spent = fleet.NewRefusals(s.redis, fleet.RefusalsOptions{TTL: codes.SpentTTL})
 	}
 	p, err := proxy.New(proxy.Options{
-		Apps:            apps,
-		Upstream:        up,
-		Quota:           s.gate,
-		Codes:           co,
-		MaxBodyBytes:    cfg.MaxBodyBytes,
-		MaxUploadBytes:  cfg.MaxUploadBytes,
-		BodyReadTimeout: cfg.BodyReadTimeout,
-		AllowedPaths:    cfg.AllowedPaths,
-		Logger:          log,
-		AccessLog:       cfg.AccessLog,
-		Metrics:         s.metrics,
-		CacheTTL:        cfg.CacheTTL,
-		Scope:           s.scope,
+		Apps:             apps,
+		Upstream:         up,
+		Quota:            s.gate,
+		Codes:            co,
+		MaxBodyBytes:     cfg.MaxBodyBytes,
+		MaxUploadBytes:   cfg.MaxUploadBytes,
+		BodyReadTimeout:  cfg.BodyReadTimeout,
+		AllowedPaths:     cfg.AllowedPaths,
+		Logger:           log,
+		AccessLog:        cfg.AccessLog,
+		Metrics:          s.metrics,
+		CacheTTL:         cfg.CacheTTL,
+		Scope:            s.scope,
+		Links:            lo,
+		LinkExpiryMargin: cfg.LinkExpiryMargin,
+		LinkMaxAge:       cfg.LinkMaxAge,
 	})
 	if err != nil {
 		c.Close()
@@ -309,6 +322,13 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 	}
 	return s, nil
 }
+
+// The default limit of each link endpoint: 100/s:10, so that no second
+// carries more than WeChat's 100 (see config.parseLimits).
+const (
+	linkBurst = 10
+	linkRate  = 100 - linkBurst
+)
 
 // leaseExpiry is how long a replica's fleet-wide lease on one code's fetch
 // lasts: longer than the longest its fetch can take (two attempts, each
@@ -497,7 +517,11 @@ type statusReport struct {
 	Apps    []token.Status `json:"apps"`
 	Limits  []quota.Status `json:"limits"`
 	Cache   cache.Stats    `json:"cache"`
-	Redis   *fleet.Status  `json:"redis,omitempty"`
+	// Links are the link lookups by endpoint; their entries share the
+	// cache above (its entries and bytes count them, its hits and misses
+	// do not).
+	Links []codes.LinkStats `json:"links"`
+	Redis *fleet.Status     `json:"redis,omitempty"`
 }
 
 func (s *sidecar) status() statusReport {
@@ -510,7 +534,7 @@ func (s *sidecar) status() statusReport {
 		st := s.redis.Status()
 		redis = &st
 	}
-	return statusReport{version, s.ready.Load(), apps, s.gate.Status(), s.cache.Stats(), redis}
+	return statusReport{version, s.ready.Load(), apps, s.gate.Status(), s.cache.Stats(), s.proxy.LinkStats(), redis}
 }
 
 // loopbackAddr names a bound address a local curl can reach.

@@ -83,8 +83,8 @@ th { background: #f3f3f3; }
 // markup.
 func writeStatusHTML(w http.ResponseWriter, report statusReport) {
 	data := statusPageData{Version: report.Version, Ready: report.Ready}
-	titles := []string{"Apps", "Rate limits and cool-downs", "Cache", "Redis"}
-	for i, value := range []any{report.Apps, report.Limits, report.Cache, report.Redis} {
+	titles := []string{"Apps", "Rate limits and cool-downs", "Cache", "Links", "Redis"}
+	for i, value := range []any{report.Apps, report.Limits, report.Cache, report.Links, report.Redis} {
 		if titles[i] == "Redis" && report.Redis == nil {
 			continue // no shared tier: the JSON omits it too
 		}

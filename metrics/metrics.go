@@ -90,7 +90,7 @@ func New() *Metrics {
 	return &Metrics{
 		Registry: r,
 		Requests: counter("requests_total",
-			"Requests answered by the sidecar, by route (wxacode, qrcode, token, passthrough) and HTTP status code.", "route", "code"),
+			"Requests answered by the sidecar, by route (wxacode, link, qrcode, token, passthrough) and HTTP status code.", "route", "code"),
 		RequestDuration: histogram("request_duration_seconds",
 			"Time to answer a request, by route.", "route"),
 		CacheRequests: counter("cache_requests_total",
