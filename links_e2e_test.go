@@ -147,6 +147,26 @@ func TestLinksE2ESameLinkIsMadeOnce(t *testing.T) {
 	if v, _ := m.sum("wxa_sidecar_cache_requests_total"); v != 0 {
 		t.Errorf("cache_requests_total %v: link requests counted as code images", v)
 	}
+	code, body := get(t, "http://"+p.admin+"/status")
+	var status struct {
+		Links []struct {
+			Endpoint string `json:"endpoint"`
+			Hits     int    `json:"hits"`
+			Misses   int    `json:"misses"`
+		} `json:"links"`
+	}
+	if err := json.Unmarshal(body, &status); code != http.StatusOK || err != nil {
+		t.Fatalf("/status: %d %v", code, err)
+	}
+	found := false
+	for _, l := range status.Links {
+		if l.Endpoint == schemePath {
+			found = l.Hits == 10 && l.Misses == 2
+		}
+	}
+	if !found {
+		t.Errorf("/status links %+v, want %s with 10 hits and 2 misses", status.Links, schemePath)
+	}
 }
 
 func TestLinksE2EExpiry(t *testing.T) {

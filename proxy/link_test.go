@@ -154,3 +154,40 @@ func TestBrokenLinkAnswerIsNotKept(t *testing.T) {
 		}
 	}
 }
+
+// 45009 on short links closes genwxashortlink until midnight; 85400
+// closes permanent short links only, for a day, answered locally.
+func TestShortLinkQuotas(t *testing.T) {
+	h := newLinkHarness(t)
+	h.fake.SetLinkQuotas(wechattest.LinkQuotas{Permanent: 1})
+	if resp := h.postJSON(wechat.PathShortLink, `{"page_url":"pages/a","is_permanent":true}`); resp.errcode() != 0 {
+		t.Fatalf("the first permanent short link: %s", resp.body)
+	}
+	if resp := h.postJSON(wechat.PathShortLink, `{"page_url":"pages/b","is_permanent":true}`); resp.errcode() != 85400 {
+		t.Fatalf("past the lifetime cap: %s, want WeChat's 85400", resp.body)
+	}
+	calls := h.fake.Calls(wechat.PathShortLink)
+	resp := h.postJSON(wechat.PathShortLink, `{"page_url":"pages/c","is_permanent":true}`)
+	if resp.errcode() != 85400 || h.fake.Calls(wechat.PathShortLink) != calls {
+		t.Errorf("another permanent short link: %s after %d calls, want 85400 answered locally", resp.body, h.fake.Calls(wechat.PathShortLink)-calls)
+	}
+	if resp := h.postJSON(wechat.PathShortLink, `{"page_url":"pages/a","is_permanent":true}`); resp.errcode() != 0 ||
+		resp.header.Get("Cache-Status") != cacheStatusHit {
+		t.Errorf("the kept permanent short link: %s %q", resp.body, resp.header.Get("Cache-Status"))
+	}
+	if resp := h.postJSON(wechat.PathShortLink, `{"page_url":"pages/c"}`); resp.errcode() != 0 {
+		t.Errorf("a temporary short link after 85400: %s", resp.body)
+	}
+	h.fake.SetLinkQuotas(wechattest.LinkQuotas{ShortDaily: 1})
+	if resp := h.postJSON(wechat.PathShortLink, `{"page_url":"pages/d"}`); resp.errcode() != 45009 {
+		t.Fatalf("past the day's short links: %s, want WeChat's 45009", resp.body)
+	}
+	calls = h.fake.Calls(wechat.PathShortLink)
+	resp = h.postJSON(wechat.PathShortLink, `{"page_url":"pages/e"}`)
+	if resp.errcode() != 45009 || resp.header.Get("Retry-After") == "" || h.fake.Calls(wechat.PathShortLink) != calls {
+		t.Errorf("during the cool-down: %s Retry-After %q, want 45009 answered locally", resp.body, resp.header.Get("Retry-After"))
+	}
+	if resp := h.postJSON(wechat.PathScheme, `{}`); resp.errcode() != 0 {
+		t.Errorf("a scheme during the short links' cool-down: %s", resp.body)
+	}
+}
