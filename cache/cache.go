@@ -36,6 +36,10 @@ type Entry struct {
 	// a hit sets them without allocating. Its slices are shared by every
 	// response: assign them, never modify them.
 	Header map[string][]string
+	// Until, when not zero, is the instant from which no tier keeps or
+	// serves the entry: a link's expiry less its margin. Zero: the entry
+	// never expires (a code image), and each tier keeps it for its own TTL.
+	Until time.Time
 
 	key Key // set on the copy the cache stores, to reject a hash collision
 }
@@ -56,6 +60,14 @@ func NewEntry(body []byte, contentType, contentDisposition string) *Entry {
 	return e
 }
 
+// NewEntryUntil is NewEntry for an entry no tier may keep or serve from
+// until on (see Entry.Until); a zero until is NewEntry's.
+func NewEntryUntil(body []byte, contentType, contentDisposition string, until time.Time) *Entry {
+	e := NewEntry(body, contentType, contentDisposition)
+	e.Until = until
+	return e
+}
+
 // Options configures a Memory cache.
 type Options struct {
 	// MaxBytes bounds the bytes held, bodies and headers included.
@@ -66,6 +78,8 @@ type Options struct {
 	// OnEvict and OnReject are called for every entry evicted or declined
 	// (they feed the metrics); both optional.
 	OnEvict, OnReject func()
+	// Now is the clock an entry's Until is read on; nil is time.Now.
+	Now func() time.Time
 }
 
 // Memory is the local tier (codes.L1): an in-process cache on ristretto.
@@ -74,6 +88,7 @@ type Memory struct {
 	ttl      time.Duration
 	maxEntry int64
 	onReject func()
+	now      func() time.Time
 
 	entries                                   atomic.Int64
 	hits, misses, stored, rejected, evictions atomic.Uint64
@@ -91,9 +106,12 @@ func NewMemory(opts Options) (*Memory, error) {
 	if opts.TTL <= 0 {
 		return nil, errors.New("cache: TTL must be positive")
 	}
-	m := &Memory{ttl: opts.TTL, onReject: opts.OnReject,
+	m := &Memory{ttl: opts.TTL, onReject: opts.OnReject, now: opts.Now,
 		// One entry may not push out more than a quarter of the cache.
 		maxEntry: opts.MaxBytes / 4}
+	if m.now == nil {
+		m.now = time.Now
+	}
 	onEvict, onReject := opts.OnEvict, opts.OnReject
 	// ristretto wants ten counters per item it may hold; images weigh
 	// about 10 KB at the least.
@@ -129,10 +147,10 @@ func NewMemory(opts Options) (*Memory, error) {
 
 func hashOf(k *Key) uint64 { return binary.LittleEndian.Uint64(k[:8]) }
 
-// Get returns the entry stored for k.
+// Get returns the entry stored for k; an entry past its Until is gone.
 func (m *Memory) Get(k Key) (*Entry, bool) {
 	e, ok := m.r.Get(hashOf(&k))
-	if !ok || e.key != k {
+	if !ok || e.key != k || m.expired(e) {
 		m.misses.Add(1)
 		return nil, false
 	}
@@ -144,10 +162,17 @@ func (m *Memory) Get(k Key) (*Entry, bool) {
 // nor a miss.
 func (m *Memory) Peek(k Key) (*Entry, bool) {
 	e, ok := m.r.Get(hashOf(&k))
-	if !ok || e.key != k {
+	if !ok || e.key != k || m.expired(e) {
 		return nil, false
 	}
 	return e, true
+}
+
+// expired reports an entry past its Until. ristretto drops it at the same
+// instant on its own clock, but lazily and in buckets of seconds; a code
+// image (no Until) never reads the clock here.
+func (m *Memory) expired(e *Entry) bool {
+	return !e.Until.IsZero() && !m.now().Before(e.Until)
 }
 
 // cost is what an entry weighs against MaxBytes.
@@ -158,11 +183,22 @@ func cost(e *Entry) int64 {
 // Set stores e under k. ristretto admits asynchronously and may drop or
 // reject an item; Set waits for the admission to be applied and then looks,
 // so it reports true only when a following Get finds the entry.
+//
+// An entry with an Until is kept until then at the most (and not at all
+// once it has passed), and replaces what k held: a link made again lives
+// longer than the one before. An entry without one never replaces: same
+// key, same code.
 func (m *Memory) Set(k Key, e *Entry) bool {
-	if _, ok := m.r.Get(hashOf(&k)); ok {
-		// Same key, same code: it is stored already (or, after a hash
-		// collision, keeps its place).
-		return m.has(k)
+	ttl := m.ttl
+	_, held := m.r.Get(hashOf(&k))
+	if e.Until.IsZero() {
+		if held {
+			// Same key, same code: it is stored already (or, after a hash
+			// collision, keeps its place).
+			return m.has(k)
+		}
+	} else if ttl = min(ttl, e.Until.Sub(m.now())); ttl <= 0 {
+		return false
 	}
 	stored := *e
 	stored.key = k
@@ -174,7 +210,7 @@ func (m *Memory) Set(k Key, e *Entry) bool {
 		}
 		return false
 	}
-	if !m.r.SetWithTTL(hashOf(&k), &stored, c, m.ttl) {
+	if !m.r.SetWithTTL(hashOf(&k), &stored, c, ttl) {
 		// Dropped under contention before the policy saw it.
 		m.rejected.Add(1)
 		if m.onReject != nil {
@@ -186,7 +222,9 @@ func (m *Memory) Set(k Key, e *Entry) bool {
 	if !m.has(k) {
 		return false
 	}
-	m.entries.Add(1)
+	if !held {
+		m.entries.Add(1)
+	}
 	m.stored.Add(1)
 	return true
 }

@@ -70,12 +70,17 @@ type Config struct {
 	CacheMaxBytes int64         `env:"CACHE_MAX_BYTES" envDefault:"268435456" help:"image cache capacity in bytes"`
 	CacheTTL      time.Duration `env:"CACHE_TTL" envDefault:"24h" help:"how long an image is kept, and the max-age of GET /qrcode"`
 
+	// Links (generatescheme, generate_urllink, genwxashortlink,
+	// generatenfcscheme) are kept until they expire.
+	LinkExpiryMargin time.Duration `env:"LINK_EXPIRY_MARGIN" envDefault:"10m" help:"a kept link is handed out until this long before it expires (one expiring sooner is never kept)"`
+	LinkMaxAge       time.Duration `env:"LINK_MAX_AGE" envDefault:"24h" help:"a link of relative life (expire_interval days, or WeChat's default 30) is handed out for at most this long after it was made"`
+
 	UpstreamRPS     float64       `env:"UPSTREAM_RPS" envDefault:"82.5" help:"upstream calls per second, per app and endpoint (the whole fleet's with REDIS_URL)"`
 	UpstreamBurst   int           `env:"UPSTREAM_BURST" envDefault:"50" help:"burst of the same limiter"`
 	UpstreamMaxWait time.Duration `env:"UPSTREAM_MAX_WAIT" envDefault:"2s" help:"how long a caller may queue for a slot; 0s refuses at once"`
 	UpstreamLimits  string        `env:"UPSTREAM_LIMITS" help:"per-endpoint limits, comma-separated PATH=N/UNIT[:BURST], e.g. /wxa/generatescheme=100/s"`
 	// QuotaCooldown 0 means until the next midnight China time.
-	QuotaCooldown time.Duration `env:"QUOTA_COOLDOWN" envDefault:"0s" help:"how long a 45009 (daily quota) closes an endpoint; 0s: until midnight UTC+8"`
+	QuotaCooldown time.Duration `env:"QUOTA_COOLDOWN" envDefault:"0s" help:"how long a 45009 (daily quota) closes an endpoint, and a 44993 the scheme and URL Link endpoints; 0s: until midnight UTC+8"`
 
 	// What GET /qrcode on QRCODE_ADDR may spend: README's "Exposing GET
 	// /qrcode".
@@ -212,6 +217,8 @@ func (c *Config) validate() []error {
 	positive("BODY_READ_TIMEOUT", c.BodyReadTimeout)
 	positive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
 	positive("CACHE_TTL", c.CacheTTL)
+	positive("LINK_EXPIRY_MARGIN", c.LinkExpiryMargin)
+	positive("LINK_MAX_AGE", c.LinkMaxAge)
 	for name, d := range map[string]time.Duration{"SHUTDOWN_DELAY": c.ShutdownDelay,
 		"UPSTREAM_MAX_WAIT": c.UpstreamMaxWait, "QUOTA_COOLDOWN": c.QuotaCooldown} {
 		if d < 0 {
@@ -476,6 +483,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("shutdown_delay", c.ShutdownDelay.String()),
 		slog.String("shutdown_timeout", c.ShutdownTimeout.String()),
 		slog.String("cache_ttl", c.CacheTTL.String()),
+		slog.String("link_expiry_margin", c.LinkExpiryMargin.String()),
+		slog.String("link_max_age", c.LinkMaxAge.String()),
 		slog.Bool("access_log", c.AccessLog), slog.Bool("redis", c.RedisURL != ""),
 		slog.Int("fleet_size", c.FleetSize),
 	)

@@ -207,8 +207,8 @@ func TestStatusIsHTMLForABrowserAndJSONForEveryoneElse(t *testing.T) {
 	if resp.Header.Get("Vary") != "Accept" {
 		t.Errorf("Vary %q, want Accept", resp.Header.Get("Vary"))
 	}
-	for _, want := range []string{"<table", "wxa-sidecar test-build", wechattest.DemoAppID, "ready", "has_token",
-		"expires_in_seconds", "/wxa/getwxacodeunlimit", "stored"} {
+	for _, want := range []string{"<table", "wxa-sidecar test-build", wechattest.DemoAppID, "ready", "token expires",
+		"UTC&#43;8)", "50 of 50", "Cache hit ratio", "/wxa/getwxacodeunlimit", "<svg"} {
 		if !bytes.Contains(page, []byte(want)) {
 			t.Errorf("the HTML page lacks %q:\n%s", want, page)
 		}

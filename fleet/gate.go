@@ -348,23 +348,30 @@ func (g *Gate) Observe(ctx context.Context, k quota.Key, code wechat.Errcode) {
 		next = held
 	}
 	next.Until = ceilMilli(next.Until)
-	cdValue, err1 := g.sealCooldown(k.App, g.cooldownKey(k), next)
-	memValue, err2 := g.sealCooldown(k.App, g.memoryKey(k), next)
-	if err1 == nil && err2 == nil {
-		g.c.Do(ctx, OpCooldown, func(ctx context.Context) error {
-			value, err := setCooldownScript.Run(ctx, g.c.Redis(), []string{g.cooldownKey(k), g.memoryKey(k)},
-				cdValue, next.Until.UnixMilli(), next.Until.Add(strikeMemory).UnixMilli(), memValue,
-				g.cooldownBound(now).UnixMilli()).Text()
-			if err != nil {
-				return err
-			}
-			if inForce, err := g.openCooldown(k.App, g.cooldownKey(k), value, now, now.Add(-cooldownSlack)); err == nil {
-				next = inForce
-			}
-			return nil
-		})
+	// 44993 closes both link endpoints that share the day's quota.
+	for _, closed := range quota.Closes(k, code) {
+		cd := next
+		cdValue, err1 := g.sealCooldown(closed.App, g.cooldownKey(closed), cd)
+		memValue, err2 := g.sealCooldown(closed.App, g.memoryKey(closed), cd)
+		if err1 == nil && err2 == nil {
+			g.c.Do(ctx, OpCooldown, func(ctx context.Context) error {
+				value, err := setCooldownScript.Run(ctx, g.c.Redis(), []string{g.cooldownKey(closed), g.memoryKey(closed)},
+					cdValue, cd.Until.UnixMilli(), cd.Until.Add(strikeMemory).UnixMilli(), memValue,
+					g.cooldownBound(now).UnixMilli()).Text()
+				if err != nil {
+					return err
+				}
+				if inForce, err := g.openCooldown(closed.App, g.cooldownKey(closed), value, now, now.Add(-cooldownSlack)); err == nil {
+					cd = inForce
+				}
+				return nil
+			})
+		}
+		g.local.Adopt(closed, cd)
+		if closed == k {
+			next = cd
+		}
 	}
-	g.local.Adopt(k, next)
 	g.log.Warn("WeChat quota reached: calls answered locally until the window resets",
 		"app", k.App, "endpoint", k.Endpoint, "errcode", int(code), "until", next.Until)
 }
@@ -507,7 +514,7 @@ func (g *Gate) parseCooldown(app, key, value string, now, oldest time.Time) (quo
 	}
 	cd := quota.Cooldown{Code: wechat.Errcode(code), Strikes: strikes, Until: time.UnixMilli(untilMs)}
 	switch {
-	case cd.Code != wechat.DailyQuota && cd.Code != wechat.MinuteQuota:
+	case cd.Code != wechat.DailyQuota && cd.Code != wechat.MinuteQuota && cd.Code != wechat.LinksDailyQuota:
 		return quota.Cooldown{}, fmt.Errorf("fleet: cool-down: errcode %d closes no endpoint", code)
 	case strikes < 0 || strikes > maxStrikes:
 		return quota.Cooldown{}, fmt.Errorf("fleet: cool-down: %d strikes", strikes)

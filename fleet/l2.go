@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -89,14 +90,27 @@ func (l *L2) Get(ctx context.Context, app string, k cache.Key) (*cache.Entry, er
 			"app", app, "key", key, "error", err.Error(), "bytes", len(value))
 		return nil, cache.ErrNotFound
 	}
+	if !e.Until.IsZero() && !time.Now().Before(e.Until) {
+		// A link past its reuse window: Redis drops it on its own clock
+		// too; until then it is no answer.
+		return nil, cache.ErrNotFound
+	}
 	return e, nil
 }
 
-// Set stores e under k for the TTL. When Redis is out of reach, a write
-// made under a fleet lease is owed: made as soon as Redis answers again,
-// before the lease's release, so its waiters find the image instead of
-// sitting out the lease and fetching it again.
+// Set stores e under k for the TTL, or until e.Until when it has one (a
+// link: Redis drops it then, on its own clock); an entry already past its
+// Until is not stored. When Redis is out of reach, a write made under a
+// fleet lease is owed: made as soon as Redis answers again, before the
+// lease's release, so its waiters find the image instead of sitting out
+// the lease and fetching it again.
 func (l *L2) Set(ctx context.Context, app string, k cache.Key, e *cache.Entry) error {
+	ttl := l.ttl
+	if !e.Until.IsZero() {
+		if ttl = time.Until(e.Until); ttl < time.Millisecond {
+			return nil
+		}
+	}
 	key := imageKey(l.c, app, k)
 	sealed, err := l.c.seal(app, encodeEntry(e), key)
 	if err != nil {
@@ -106,7 +120,7 @@ func (l *L2) Set(ctx context.Context, app string, k cache.Key, e *cache.Entry) e
 	value[0] = entryFormat
 	copy(value[1:], sealed)
 	set := func(ctx context.Context) error {
-		return l.c.rdb.Set(ctx, key, value, l.ttl).Err()
+		return l.c.rdb.Set(ctx, key, value, ttl).Err()
 	}
 	err = l.c.Do(ctx, OpL2Set, set)
 	if err != nil {
@@ -119,7 +133,8 @@ func (l *L2) Set(ctx context.Context, app string, k cache.Key, e *cache.Entry) e
 }
 
 // The stored form of an entry: a format byte, then the entry sealed for
-// its key (seal: version, nonce, ciphertext, tag). Sealed, an entry is the
+// its key (seal: version, nonce, ciphertext, tag). Sealed, an entry is its
+// Until in Unix milliseconds as a uvarint (0: none, a code image), the
 // content type and disposition, each after its length as a uvarint, then
 // the body to the end. The format byte is outside the seal so that
 // replicas of another version see "not mine" and leave it: format 1 (an
@@ -127,7 +142,12 @@ func (l *L2) Set(ctx context.Context, app string, k cache.Key, e *cache.Entry) e
 const entryFormat = 2
 
 func encodeEntry(e *cache.Entry) []byte {
-	b := make([]byte, 0, 2*binary.MaxVarintLen64+len(e.ContentType)+len(e.ContentDisposition)+len(e.Body))
+	b := make([]byte, 0, 3*binary.MaxVarintLen64+len(e.ContentType)+len(e.ContentDisposition)+len(e.Body))
+	var until uint64
+	if !e.Until.IsZero() {
+		until = uint64(max(e.Until.UnixMilli(), 1))
+	}
+	b = binary.AppendUvarint(b, until)
 	b = binary.AppendUvarint(b, uint64(len(e.ContentType)))
 	b = append(b, e.ContentType...)
 	b = binary.AppendUvarint(b, uint64(len(e.ContentDisposition)))
@@ -136,7 +156,15 @@ func encodeEntry(e *cache.Entry) []byte {
 }
 
 func decodeEntry(b []byte) (*cache.Entry, error) {
-	contentType, rest, err := readField(b)
+	untilMilli, size := binary.Uvarint(b)
+	if size <= 0 || untilMilli > math.MaxInt64 {
+		return nil, errors.New("fleet: entry framing is broken")
+	}
+	var until time.Time
+	if untilMilli != 0 {
+		until = time.UnixMilli(int64(untilMilli))
+	}
+	contentType, rest, err := readField(b[size:])
 	if err != nil {
 		return nil, err
 	}
@@ -147,7 +175,7 @@ func decodeEntry(b []byte) (*cache.Entry, error) {
 	if len(body) == 0 {
 		return nil, errors.New("fleet: entry without a body")
 	}
-	return cache.NewEntry(body, contentType, contentDisposition), nil
+	return cache.NewEntryUntil(body, contentType, contentDisposition, until), nil
 }
 
 func readField(b []byte) (field string, rest []byte, err error) {

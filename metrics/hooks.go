@@ -108,3 +108,25 @@ func (m *Metrics) CodesHooks() codes.Hooks {
 		},
 	}
 }
+
+// LinkHooks counts link lookups (one per request) by endpoint, and the
+// retries of link fetches. Lookup's children are resolved once: it runs on
+// every kept link handed out.
+func (m *Metrics) LinkHooks() codes.LinkHooks {
+	lookups := map[[2]string]prometheus.Counter{}
+	for _, endpoint := range wechat.LinkEndpoints() {
+		for _, result := range CacheResults {
+			lookups[[2]string{endpoint, result}] = m.LinkRequests.WithLabelValues(endpoint, result)
+		}
+	}
+	return codes.LinkHooks{
+		Lookup: func(endpoint, result string) {
+			c, ok := lookups[[2]string{endpoint, result}]
+			if !ok {
+				c = m.LinkRequests.WithLabelValues(endpoint, result)
+			}
+			c.Inc()
+		},
+		Retried: func(r codes.LinkRequest) { m.UpstreamRetries.WithLabelValues(r.Endpoint).Inc() },
+	}
+}

@@ -34,6 +34,8 @@ type Metrics struct {
 	CacheRejected  prometheus.Counter
 	CacheEvictions prometheus.Counter
 
+	LinkRequests *prometheus.CounterVec // endpoint, result: hit, shared_hit, miss, collapsed
+
 	UpstreamRequests *prometheus.CounterVec   // endpoint, outcome
 	UpstreamErrcodes *prometheus.CounterVec   // endpoint, errcode
 	UpstreamDuration *prometheus.HistogramVec // endpoint
@@ -94,7 +96,7 @@ func New() *Metrics {
 	return &Metrics{
 		Registry: r,
 		Requests: counter("requests_total",
-			"Requests answered by the sidecar, by route (wxacode, qrcode, token, passthrough) and HTTP status code.", "route", "code"),
+			"Requests answered by the sidecar, by route (wxacode, link, qrcode, token, passthrough) and HTTP status code.", "route", "code"),
 		RequestDuration: histogram("request_duration_seconds",
 			"Time to answer a request, by route.", "route"),
 		CacheRequests: counter("cache_requests_total",
@@ -102,6 +104,8 @@ func New() *Metrics {
 		CacheStored:    plain("cache_stored_total", "Images stored in the cache."),
 		CacheRejected:  plain("cache_rejected_total", "Images the cache declined to store (admission policy or size)."),
 		CacheEvictions: plain("cache_evictions_total", "Images evicted from the cache to make room or at the end of CACHE_TTL."),
+		LinkRequests: counter("link_requests_total",
+			"Link lookups (generatescheme, generate_urllink, genwxashortlink, generatenfcscheme), one per request, by endpoint and result: hit (a kept link), shared_hit (from the fleet's Redis), miss (this request made the upstream call, or was answered without one), collapsed (shared another request's upstream call).", "endpoint", "result"),
 		UpstreamRequests: counter("upstream_requests_total",
 			"Calls to WeChat by endpoint and outcome (ok, errcode, http_error, timeout, broken_image).", "endpoint", "outcome"),
 		UpstreamErrcodes: counter("upstream_errcodes_total",
@@ -183,6 +187,11 @@ func (m *Metrics) ObserveUnsealed(kinds []string) {
 func (m *Metrics) Init(apps, endpoints []string) {
 	for _, result := range CacheResults {
 		m.CacheRequests.WithLabelValues(result)
+	}
+	for _, endpoint := range wechat.LinkEndpoints() {
+		for _, result := range CacheResults {
+			m.LinkRequests.WithLabelValues(endpoint, result)
+		}
 	}
 	for _, endpoint := range endpoints {
 		for _, outcome := range upstream.Outcomes {

@@ -99,6 +99,17 @@ type Options struct {
 	// Public limits what GET /qrcode on QRCODE_ADDR (QRCodeHandler) may
 	// spend; the zero value: as the API port.
 	Public PublicOptions
+	// Links configures the link path (generatescheme, generate_urllink,
+	// genwxashortlink, generatenfcscheme); its L1, L2, Flight and Scope
+	// default to Codes' own: one cache, one lease. The proxy adds the hook
+	// that logs a failed fetch.
+	Links codes.LinkOptions
+	// LinkExpiryMargin is how long before its expiry a link stops being
+	// handed out (LINK_EXPIRY_MARGIN); default 10m.
+	LinkExpiryMargin time.Duration
+	// LinkMaxAge bounds how long after it was made a link of relative life
+	// is handed out (LINK_MAX_AGE); default 24h.
+	LinkMaxAge time.Duration
 }
 
 // Proxy is the http.Handler of the API port.
@@ -116,6 +127,9 @@ type Proxy struct {
 	now          func() time.Time
 	reverseProxy *httputil.ReverseProxy
 	codes        *codes.Codes
+	links        *codes.Links
+	linkMargin   time.Duration
+	linkMaxAge   time.Duration
 	quota        Quota
 	scope        func(context.Context) context.Context
 	aliases      *aliasTable
@@ -204,6 +218,34 @@ func New(opts Options) (*Proxy, error) {
 	}
 	co.Hooks.FetchFailed = p.codeFetchFailed
 	p.codes = codes.New(co)
+	lo := opts.Links
+	if lo.L1 == nil {
+		lo.L1 = co.L1
+	}
+	if lo.L2 == nil {
+		lo.L2 = co.L2
+	}
+	if lo.Flight == nil {
+		lo.Flight = co.Flight
+	}
+	if lo.Scope == nil {
+		lo.Scope = co.Scope
+	}
+	if lo.Now == nil {
+		lo.Now = p.now
+	}
+	if lo.Logger == nil {
+		lo.Logger = p.log
+	}
+	lo.Hooks.FetchFailed = p.linkFetchFailed
+	p.links = codes.NewLinks(lo)
+	p.linkMargin, p.linkMaxAge = opts.LinkExpiryMargin, opts.LinkMaxAge
+	if p.linkMargin <= 0 {
+		p.linkMargin = defaultLinkMargin
+	}
+	if p.linkMaxAge <= 0 {
+		p.linkMaxAge = defaultLinkMaxAge
+	}
 	// 64 bytes an alias: 64k of them is 4 MiB plus the map's overhead.
 	p.aliases = newAliasTable(8 << 20)
 	ttl := opts.CacheTTL
@@ -212,7 +254,7 @@ func New(opts Options) (*Proxy, error) {
 	}
 	p.cacheControl = []string{maxAge(int64(ttl / time.Second))}
 	p.routeMetrics = map[string]routeMetrics{}
-	for _, route := range []string{routeWxacode, routeQRCode, routeToken, routePassthrough} {
+	for _, route := range []string{routeWxacode, routeQRCode, routeToken, routePassthrough, routeLink} {
 		p.routeMetrics[route] = routeMetrics{ok: p.metrics.Requests.WithLabelValues(route, "200"),
 			duration: p.metrics.RequestDuration.WithLabelValues(route)}
 	}
@@ -326,6 +368,10 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) string {
 	if wechat.IsCodeEndpoint(apiPath) && r.Method == http.MethodPost {
 		p.serveCode(w, r, c)
 		return routeWxacode
+	}
+	if wechat.IsLinkEndpoint(apiPath) && r.Method == http.MethodPost {
+		p.serveLink(w, r, c)
+		return routeLink
 	}
 	p.forward(w, r, c)
 	return routePassthrough

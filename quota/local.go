@@ -212,7 +212,13 @@ func (l *Local) observeAt(k Key, code wechat.Errcode, now time.Time) {
 	if !ok {
 		return
 	}
-	l.hold(k, next, now)
+	for _, closed := range Closes(k, code) {
+		if closed == k {
+			l.hold(k, next, now)
+		} else if cur := l.cooldowns[closed]; cur == nil || !now.Before(cur.Until) || cur.Until.Before(next.Until) {
+			l.hold(closed, next, now)
+		}
+	}
 	l.log.Warn("WeChat quota reached: calls answered locally until the window resets",
 		"app", k.App, "endpoint", k.Endpoint, "errcode", int(code), "until", next.Until)
 }

@@ -106,12 +106,17 @@ var chinaTime = time.FixedZone("UTC+8", 8*60*60)
 //   - On getwxacodeunlimit, older docs used 45009 for the per-minute limit:
 //     the first 45009 closes it for the minute only, and a second one
 //     within a minute after the previous cool-down ended for the day.
+//   - 44993 (the day's 500 000 schemes and URL Links) closes it until
+//     midnight China time, as 45009 does; Closes says it closes the
+//     other link endpoint of the pair too.
 //   - Anything else starts none: 45029 refuses one parameter set, not the
 //     endpoint.
 func NextCooldown(code wechat.Errcode, endpoint string, prev *Cooldown, now time.Time, daily time.Duration) (Cooldown, bool) {
 	switch code {
 	case wechat.MinuteQuota:
 		return Cooldown{Code: code, Until: nextMinute(now)}, true
+	case wechat.LinksDailyQuota:
+		return Cooldown{Code: code, Until: endOfDay(now, daily)}, true
 	case wechat.DailyQuota:
 		cd := Cooldown{Code: code, Until: endOfDay(now, daily)}
 		if endpoint == wechat.PathUnlimited {
@@ -128,6 +133,16 @@ func NextCooldown(code wechat.Errcode, endpoint string, prev *Cooldown, now time
 	return Cooldown{}, false
 }
 
+// Closes lists the keys a cool-down that code starts on k closes: k, and
+// for 44993 on generatescheme or generate_urllink both of them, which
+// share the day's 500 000 at WeChat.
+func Closes(k Key, code wechat.Errcode) []Key {
+	if code == wechat.LinksDailyQuota && (k.Endpoint == wechat.PathScheme || k.Endpoint == wechat.PathURLLink) {
+		return []Key{{App: k.App, Endpoint: wechat.PathScheme}, {App: k.App, Endpoint: wechat.PathURLLink}}
+	}
+	return []Key{k}
+}
+
 // endOfDay is when a 45009 cool-down ends.
 func endOfDay(now time.Time, daily time.Duration) time.Time {
 	if daily > 0 {
@@ -141,8 +156,11 @@ func nextMinute(now time.Time) time.Time { return now.Truncate(time.Minute).Add(
 
 // quotaMessage is WeChat's own errmsg for a quota errcode.
 func quotaMessage(code wechat.Errcode) string {
-	if code == wechat.MinuteQuota {
+	switch code {
+	case wechat.MinuteQuota:
 		return "api minute-quota reach limit"
+	case wechat.LinksDailyQuota:
+		return "reach max daily quota of schemes and url links"
 	}
 	return "reach max api daily quota limit"
 }

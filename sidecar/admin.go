@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
+	"github.com/wxa-sidecar/wxa-sidecar/codes"
 	"github.com/wxa-sidecar/wxa-sidecar/fleet"
 	"github.com/wxa-sidecar/wxa-sidecar/metrics"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
@@ -51,7 +52,11 @@ type StatusReport struct {
 	Apps    []token.Status `json:"apps"`
 	Limits  []quota.Status `json:"limits"`
 	Cache   CacheStatus    `json:"cache"`
-	Redis   *fleet.Status  `json:"redis,omitempty"`
+	// Links are the link lookups by endpoint; their entries share the
+	// cache above (its entries and bytes count them, its hits and misses
+	// do not).
+	Links []codes.LinkStats `json:"links"`
+	Redis *fleet.Status     `json:"redis,omitempty"`
 }
 
 func (s *Sidecar) status() StatusReport {
@@ -69,7 +74,7 @@ func (s *Sidecar) status() StatusReport {
 		// QRCODE_ADDR's share, as the endpoint's key with "#public".
 		limits = append(limits, s.publicGate.Status()...)
 	}
-	return StatusReport{s.version, s.ready.Load(), apps, limits, cacheStatus(s.cache.Stats(), s.metrics.Totals()), redis}
+	return StatusReport{s.version, s.ready.Load(), apps, limits, cacheStatus(s.cache.Stats(), s.metrics.Totals()), s.proxy.LinkStats(), redis}
 }
 
 // CacheStatus is the local tier's size and what the code lookups found.

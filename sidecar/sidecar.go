@@ -97,6 +97,12 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Sidecar, error) 
 		Logger:        log,
 		Hooks:         s.metrics.QuotaHooks(),
 	}
+	// Each link endpoint allows 100 calls a second at WeChat (44990
+	// beyond): 100/s:10 in UPSTREAM_LIMITS' grammar, unless it says
+	// otherwise.
+	for _, path := range wechat.LinkEndpoints() {
+		limits.Endpoints[path] = quota.Limit{Rate: linkRate, Burst: linkBurst}
+	}
 	for path, l := range cfg.Limits {
 		if !wechat.IsKnownEndpoint(path) {
 			return nil, fmt.Errorf("UPSTREAM_LIMITS: %s: not a known endpoint (known: %s)", path, strings.Join(wechat.KnownEndpoints(), ", "))
@@ -170,12 +176,16 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Sidecar, error) 
 		s.metrics.ObserveTokenExpiry(m.AppID(), func() float64 { return m.Status().ExpiresInSeconds })
 	}
 	co := codes.Options{L1: c, RefusalTTL: cfg.CacheTTL, Logger: log, Hooks: s.metrics.CodesHooks()}
+	// Links share the codes' tiers and lease (the proxy hands them over);
+	// what is theirs alone is the memory of a spent 85400.
+	lo := codes.LinkOptions{PermanentTTL: cfg.CacheTTL, Logger: log, Hooks: s.metrics.LinkHooks()}
 	if s.redis != nil {
 		co.L2 = fleet.NewL2(s.redis, fleet.L2Options{TTL: cfg.CacheTTL, Logger: log})
 		s.flight = fleet.NewFlight(s.redis, fleet.FlightOptions{LeaseExpiry: leaseExpiry(cfg), Logger: log})
 		co.Flight = s.flight
 		co.Refusals = fleet.NewRefusals(s.redis, fleet.RefusalsOptions{TTL: cfg.CacheTTL})
 		co.Scope = fleet.Scope
+		lo.Spent = fleet.NewRefusals(s.redis, fleet.RefusalsOptions{TTL: codes.SpentTTL})
 	}
 	p, err := proxy.New(proxy.Options{
 		Apps:            apps,
@@ -192,8 +202,11 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Sidecar, error) 
 		CacheTTL:        cfg.CacheTTL,
 		Scope:           s.scope,
 		// GET /wxa-sidecar/limits: what pregen's dry run estimates from.
-		Limits: &proxy.Limits{Options: limits, Shared: s.redis != nil, FleetSize: cfg.FleetSize, Status: s.gate.Status},
-		Public: s.publicOptions(limits),
+		Limits:           &proxy.Limits{Options: limits, Shared: s.redis != nil, FleetSize: cfg.FleetSize, Status: s.gate.Status},
+		Public:           s.publicOptions(limits),
+		Links:            lo,
+		LinkExpiryMargin: cfg.LinkExpiryMargin,
+		LinkMaxAge:       cfg.LinkMaxAge,
 	})
 	if err != nil {
 		c.Close()
@@ -233,6 +246,13 @@ func redisKeys(apps []config.App) (*seal.Keyring, error) {
 	}
 	return seal.NewKeyring(secrets, fleet.SealPurpose)
 }
+
+// The default limit of each link endpoint: 100/s:10, so that no second
+// carries more than WeChat's 100 (see config.parseLimits).
+const (
+	linkBurst = 10
+	linkRate  = 100 - linkBurst
+)
 
 // fleetOptions are the shared tier's options from cfg.
 func fleetOptions(cfg config.Config, log *slog.Logger) fleet.Options {

@@ -9,6 +9,12 @@ const (
 	PathUnlimited   = "/wxa/getwxacodeunlimit"
 	PathWxacode     = "/wxa/getwxacode"
 	PathQRCode      = "/cgi-bin/wxaapp/createwxaqrcode"
+
+	// The link endpoints: JSON in, a new link out, kept until it expires.
+	PathScheme    = "/wxa/generatescheme"
+	PathURLLink   = "/wxa/generate_urllink"
+	PathShortLink = "/wxa/genwxashortlink"
+	PathNFCScheme = "/wxa/generatenfcscheme"
 )
 
 // EndpointOther names every path that is not a known endpoint.
@@ -24,9 +30,10 @@ var knownEndpoints = map[string]bool{
 	PathWxacode:                           true,
 	PathQRCode:                            true,
 	"/sns/jscode2session":                 true,
-	"/wxa/generatescheme":                 true,
-	"/wxa/generate_urllink":               true,
-	"/wxa/genwxashortlink":                true,
+	PathScheme:                            true,
+	PathURLLink:                           true,
+	PathShortLink:                         true,
+	PathNFCScheme:                         true,
 	"/wxa/query_urllink":                  true,
 	"/wxa/queryscheme":                    true,
 	"/wxa/business/getuserphonenumber":    true,
@@ -74,4 +81,16 @@ func IsCodeEndpoint(apiPath string) bool {
 // IsTokenEndpoint reports the two endpoints that issue tokens.
 func IsTokenEndpoint(apiPath string) bool {
 	return apiPath == PathToken || apiPath == PathStableToken
+}
+
+// IsLinkEndpoint reports the four endpoints that make a link (a URL
+// Scheme, a URL Link, a Short Link, an NFC scheme): JSON answers the
+// sidecar keeps until they expire.
+func IsLinkEndpoint(apiPath string) bool {
+	return apiPath == PathScheme || apiPath == PathURLLink || apiPath == PathShortLink || apiPath == PathNFCScheme
+}
+
+// LinkEndpoints lists the link endpoints, sorted.
+func LinkEndpoints() []string {
+	return []string{PathURLLink, PathNFCScheme, PathScheme, PathShortLink}
 }

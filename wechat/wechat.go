@@ -38,6 +38,8 @@ const (
 	InvalidPage        Errcode = 41030
 	TokenExpired       Errcode = 42001
 	NeedPOST           Errcode = 43002
+	InvalidLinkPath    Errcode = 40165 // links: the page does not exist
+	InvalidLinkQuery   Errcode = 40212 // links: query too long or of bad characters
 	TooFrequent        Errcode = 44990 // links: the per-second limit
 	LinksDailyQuota    Errcode = 44993 // generatescheme + generate_urllink: the day's cap
 	DailyQuota         Errcode = 45009
@@ -51,6 +53,12 @@ const (
 	AdminConfirm       Errcode = 89503 // stable_token: an admin must confirm this IP
 	AdminRefused24h    Errcode = 89506 // stable_token: an admin refused this IP for 24 h
 	AdminRefused1h     Errcode = 89507 // stable_token: an admin refused this IP for 1 h
+
+	PermanentLinksQuota Errcode = 85400 // short links: the app's 100 000 permanent ones are spent, for life
+	InvalidExpiry       Errcode = 85401 // links: expire_time or expire_interval out of range
+	InvalidEnvVersion   Errcode = 85402 // links: env_version not release, trial or develop
+	InvalidNFCModel     Errcode = 9800003
+	NFCSchemeExists     Errcode = 9800010 // an NFC scheme asked again (undocumented)
 )
 
 // named are the errcodes above: the ones a metric label may carry as
@@ -62,7 +70,8 @@ var named = map[Errcode]bool{
 	InvalidPage: true, TokenExpired: true, NeedPOST: true, TooFrequent: true, LinksDailyQuota: true,
 	DailyQuota: true, MinuteQuota: true, LifetimeQuota: true, NoPermission: true, DataFormat: true,
 	Unauthorized: true, IPNotRegistered: true, ScancodeTime: true, AdminConfirm: true, AdminRefused24h: true,
-	AdminRefused1h: true,
+	AdminRefused1h: true, InvalidLinkPath: true, InvalidLinkQuery: true, PermanentLinksQuota: true,
+	InvalidExpiry: true, InvalidEnvVersion: true, InvalidNFCModel: true, NFCSchemeExists: true,
 }
 
 // Named reports whether c is one of the errcodes named here.

@@ -123,6 +123,8 @@ type Server struct {
 	calls    map[string]int
 	total    int
 	requests map[string][]Request
+
+	lnk *linkState // the link endpoints' memory (links.go)
 }
 
 type app struct {
@@ -172,7 +174,7 @@ func New(opts Options) *Server {
 		opts.Now = time.Now
 	}
 	s := &Server{opts: opts, apps: map[string]*app{}, tokens: map[string]*tokenInfo{},
-		calls: map[string]int{}, requests: map[string][]Request{}}
+		calls: map[string]int{}, requests: map[string][]Request{}, lnk: newLinkState()}
 	for id, secret := range opts.Apps {
 		s.apps[id] = &app{secret: secret, codes: map[string]bool{}}
 	}
@@ -375,10 +377,8 @@ func (s *Server) route(path string) (handlerFunc, bool) {
 		return s.jscode2session, true
 	case "/wxa/getwxacodeunlimit", "/wxa/getwxacode", "/cgi-bin/wxaapp/createwxaqrcode":
 		return s.withToken(s.code), true
-	case "/wxa/generatescheme":
-		return s.withToken(func(w http.ResponseWriter, r *http.Request, body []byte, _ string) {
-			writeJSON(w, map[string]any{"errcode": 0, "errmsg": "ok", "openlink": "weixin://dl/business/?t=" + randomString(11)})
-		}), true
+	case pathScheme, pathURLLink, pathShortLink, pathNFCScheme:
+		return s.withToken(s.link), true
 	case "/wxa/msg_sec_check":
 		return s.withToken(func(w http.ResponseWriter, r *http.Request, body []byte, _ string) {
 			writeJSON(w, map[string]any{"errcode": 0, "errmsg": "ok", "result": map[string]any{"suggest": "pass", "label": 100}})
@@ -669,6 +669,16 @@ var errmsgs = map[int]string{
 	47001: "data format error",
 	48001: "api unauthorized",
 	85096: "not allow include scancode_time field",
+	// The link endpoints' (links.go).
+	40066:   "invalid url",
+	40165:   "invalid weapp pagepath",
+	40212:   "invalid query",
+	44993:   "reach max daily quota limit of scheme and url link",
+	85400:   "permanent short link reach max count",
+	85401:   "time limit between 1min and 30days",
+	85402:   "invalid env_version",
+	9800003: "invalid model_id",
+	9800010: "nfc scheme already exists",
 }
 
 func rid() string { return randomString(8) + "-" + randomString(8) }
