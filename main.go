@@ -30,6 +30,7 @@ import (
 	"github.com/wxa-sidecar/wxa-sidecar/pregen"
 	"github.com/wxa-sidecar/wxa-sidecar/proxy"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
+	"github.com/wxa-sidecar/wxa-sidecar/store"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
 	"github.com/wxa-sidecar/wxa-sidecar/upstream"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
@@ -160,6 +161,7 @@ type sidecar struct {
 	cache   *cache.Memory
 	gate    gate
 	redis   *fleet.Client // nil without REDIS_URL
+	store   *store.Store  // nil without STORE_URL
 	// scope gives a request its shared-tier budget; nil without Redis.
 	scope func(context.Context) context.Context
 	proxy *proxy.Proxy
@@ -266,6 +268,12 @@ func newSidecar(cfg config.Config, log *slog.Logger) (*sidecar, error) {
 		co.Flight = fleet.NewFlight(s.redis, fleet.FlightOptions{LeaseExpiry: leaseExpiry(cfg), Logger: log})
 		co.Refusals = fleet.NewRefusals(s.redis, fleet.RefusalsOptions{TTL: cfg.CacheTTL})
 		co.Scope = fleet.Scope
+	}
+	if cfg.StoreURL != "" {
+		if err := s.openStore(&co); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	p, err := proxy.New(proxy.Options{
 		Apps:            apps,
@@ -428,6 +436,9 @@ func (s *sidecar) shutdown(timeout time.Duration) error {
 		}
 	}
 	wg.Wait()
+	// The store's queue has been written all along; what is left of it
+	// gets what is left of the same bound.
+	s.closeStore(ctx)
 	s.admin.Shutdown(ctx)
 	return errors.Join(errs...)
 }
@@ -455,6 +466,9 @@ func (s *sidecar) close() {
 		}
 	}
 	s.gate.Close()
+	expired, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.closeStore(expired) // a no-op after shutdown's
 	s.cache.Close()
 	if s.redis != nil {
 		s.redis.Close()
@@ -498,6 +512,7 @@ type statusReport struct {
 	Limits  []quota.Status `json:"limits"`
 	Cache   cache.Stats    `json:"cache"`
 	Redis   *fleet.Status  `json:"redis,omitempty"`
+	Store   *store.Status  `json:"store,omitempty"`
 }
 
 func (s *sidecar) status() statusReport {
@@ -510,7 +525,7 @@ func (s *sidecar) status() statusReport {
 		st := s.redis.Status()
 		redis = &st
 	}
-	return statusReport{version, s.ready.Load(), apps, s.gate.Status(), s.cache.Stats(), redis}
+	return statusReport{version, s.ready.Load(), apps, s.gate.Status(), s.cache.Stats(), redis, s.storeStatus()}
 }
 
 // loopbackAddr names a bound address a local curl can reach.

@@ -83,10 +83,13 @@ th { background: #f3f3f3; }
 // markup.
 func writeStatusHTML(w http.ResponseWriter, report statusReport) {
 	data := statusPageData{Version: report.Version, Ready: report.Ready}
-	titles := []string{"Apps", "Rate limits and cool-downs", "Cache", "Redis"}
-	for i, value := range []any{report.Apps, report.Limits, report.Cache, report.Redis} {
+	titles := []string{"Apps", "Rate limits and cool-downs", "Cache", "Redis", "Durable store"}
+	for i, value := range []any{report.Apps, report.Limits, report.Cache, report.Redis, report.Store} {
 		if titles[i] == "Redis" && report.Redis == nil {
 			continue // no shared tier: the JSON omits it too
+		}
+		if titles[i] == "Durable store" && report.Store == nil {
+			continue
 		}
 		table, err := tableOf(titles[i], value)
 		if err != nil {
