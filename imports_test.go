@@ -22,13 +22,18 @@ var importRules = map[string][]string{
 	"wxacode": {"net/http", module + "/cache", module + "/quota"},
 	"quota":   {"net/http", "github.com/prometheus/"},
 	"cache":   {module + "/wxacode", module + "/wechat"},
-	"codes":   {"net/http/httputil", "github.com/redis/", "golang.org/x/time/rate"},
+	"codes":   {"net/http/httputil", "github.com/redis/", "golang.org/x/time/rate", "github.com/minio/"},
 	"proxy":   {"github.com/dgraph-io/ristretto", "golang.org/x/time/rate"},
 	// The fake shares no code with what it tests.
 	"wechattest": {module + "/"},
 	"token":      {module + "/cache", module + "/proxy", module + "/quota", module + "/codes"},
 	// Metrics turn the parts' hooks into series; they serve no request.
 	"metrics": {module + "/proxy", module + "/token", module + "/cache", module + "/config"},
+
+	// The durable store keeps objects; it serves no request, knows no
+	// flight, lease or Redis, and reports through hooks.
+	"store": {module + "/proxy", module + "/codes", module + "/fleet", module + "/token", module + "/quota",
+		module + "/config", "net/http/httputil", "github.com/redis/", "github.com/prometheus/"},
 }
 
 // onlyMainImports are packages no package but main may import.
