@@ -6,12 +6,15 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 )
 
 func newTestLogger(w io.Writer) *slog.Logger {
@@ -174,6 +177,20 @@ func TestOpenRefusesWhatNoRetryMends(t *testing.T) {
 		}
 		if _, err := Open(c); err == nil {
 			t.Errorf("Open(%+v) succeeded", c)
+		}
+	}
+}
+
+func TestBucketLookupPutsTencentAndHuaweiBucketsInTheHost(t *testing.T) {
+	for host, want := range map[string]minio.BucketLookupType{
+		"cos.ap-guangzhou.myqcloud.com":     minio.BucketLookupDNS,
+		"obs.cn-north-4.myhuaweicloud.com":  minio.BucketLookupDNS,
+		"minio:9000":                        minio.BucketLookupAuto,
+		"oss-cn-hangzhou.aliyuncs.com":      minio.BucketLookupAuto, // minio-go knows it
+		"evil.myqcloud.com.example.com:443": minio.BucketLookupAuto,
+	} {
+		if got := bucketLookup(url.URL{Scheme: "https", Host: host}, "b"); got != want {
+			t.Errorf("%s: %v, want %v", host, got, want)
 		}
 	}
 }

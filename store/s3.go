@@ -69,6 +69,7 @@ func newS3(u *url.URL, o Options) (*s3, error) {
 	t.TLSHandshakeTimeout = max(o.Timeout, 2*time.Second)
 	t.MaxIdleConnsPerHost = 32
 	c, err := minio.New(host, &minio.Options{Creds: creds, Secure: secure, Region: o.Region, Transport: t,
+		BucketLookupViaURL: bucketLookup,
 		// One try per operation: the default of 10, with its backoff,
 		// could never fit STORE_TIMEOUT; the breaker and the write queue
 		// do the retrying.
@@ -77,6 +78,21 @@ func newS3(u *url.URL, o Options) (*s3, error) {
 		return nil, fmt.Errorf("store: S3 client: %w", err)
 	}
 	return &s3{c: c, t: t, bucket: u.Host, prefix: strings.Trim(u.Path, "/"), endpoint: host}, nil
+}
+
+// virtualHostOnly are providers that want the bucket in the host name
+// (BUCKET.cos.REGION.myqcloud.com) and which minio-go does not know as such
+// (it knows AWS, Google and Aliyun OSS); every other endpoint is left to
+// its detection (path style for MinIO, Ceph and the like).
+var virtualHostOnly = []string{".myqcloud.com", ".myhuaweicloud.com"}
+
+func bucketLookup(u url.URL, _ string) minio.BucketLookupType {
+	for _, suffix := range virtualHostOnly {
+		if strings.HasSuffix(u.Hostname(), suffix) {
+			return minio.BucketLookupDNS
+		}
+	}
+	return minio.BucketLookupAuto
 }
 
 func (b *s3) name(app string, k cache.Key) string { return objectName(b.prefix, app, k) }
