@@ -62,7 +62,8 @@ func TestDirPruningKeepsTheBoundAndTheRecentlyUsed(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		total, files := dirBytes(t, root)
-		if total <= maxBytes {
+		// The status's figure is set when a pruning ends.
+		if total <= maxBytes && s.Status().Bytes <= maxBytes {
 			if files < 5 {
 				t.Errorf("pruned to %d files, %d bytes: far more than needed", files, total)
 			}
@@ -76,7 +77,7 @@ func TestDirPruningKeepsTheBoundAndTheRecentlyUsed(t *testing.T) {
 	mustGet(t, s, app, first)
 	mustGet(t, s, app, keyOf("prune-99"))
 	wantMiss(t, s, app, keyOf("prune-1"), "the least recently used")
-	if st := s.Status(); st.Bytes > maxBytes || st.MaxBytes != maxBytes {
+	if st := s.Status(); st.MaxBytes != maxBytes {
 		t.Errorf("status %+v", st)
 	}
 }
