@@ -63,6 +63,7 @@ const (
 	Stored                            // this caller's flight fetched it and L1 kept it
 	Collapsed                         // another caller's flight got it (or stored it just before this one looked again)
 	CollapsedShared                   // another replica's flight got it: this caller's flight waited, then found it in L2
+	StoreHit                          // from the durable store, by this caller's flight (L2 and L1 now hold it too)
 )
 
 // String is the status as cache_requests_total's result label names it:
@@ -78,6 +79,8 @@ func (s Status) String() string {
 		return "miss"
 	case Collapsed, CollapsedShared:
 		return "collapsed"
+	case StoreHit:
+		return "store_hit"
 	}
 	return "unknown"
 }
@@ -132,6 +135,8 @@ type Options struct {
 	L1 L1
 	// L2 is the shared tier; nil is cache.NoShared.
 	L2 cache.Shared
+	// Store is the durable tier behind L2; nil is NoStore.
+	Store Store
 	// Flight coalesces the callers of one key; nil is LocalFlight().
 	Flight Flight
 	// Refusals remembers the keys WeChat refused with 45029; nil is
@@ -159,6 +164,7 @@ type Codes struct {
 	l1           L1
 	scope        func(context.Context) context.Context
 	l2           cache.Shared
+	durable      Store
 	flight       Flight
 	retryBackoff time.Duration
 	now          func() time.Time
@@ -182,6 +188,10 @@ func New(o Options) *Codes {
 		now: o.Now, log: o.Logger, hooks: o.Hooks, capLogged: map[Request]bool{}}
 	if c.l2 == nil {
 		c.l2 = cache.NoShared
+	}
+	c.durable = o.Store
+	if c.durable == nil {
+		c.durable = NoStore
 	}
 	if c.flight == nil {
 		c.flight = LocalFlight()
@@ -242,7 +252,7 @@ func (c *Codes) miss(ctx context.Context, k cache.Key, r Request, f Fetcher) (Re
 	switch {
 	case from == Joined || (from == Fleet && err != nil):
 		res = Result{Entry: e, Status: Collapsed}
-	case from == Fleet && (loaded.Status == Miss || loaded.Status == Stored):
+	case from == Fleet && (loaded.Status == Miss || loaded.Status == Stored || loaded.Status == StoreHit):
 		// This caller's load went to take the fleet's entry from L2 and
 		// had to fetch after all: its own miss, its own quota.
 		res = loaded
@@ -278,6 +288,11 @@ func (c *Codes) load(ctx context.Context, k cache.Key, r Request, f Fetcher) (Re
 		// The shared tier failing is a miss, never the caller's error.
 		c.l2Error("get", err)
 	}
+	// Then the durable tier: what was fetched once, ever, is not fetched
+	// again (it holds images only, so a hit says not refused either).
+	if e, ok := c.fromStore(ctx, k, r); ok {
+		return Result{Entry: e, Status: StoreHit}, nil
+	}
 	// A flight that finished just before may have heard 45029 for k. (An
 	// image in L2 says it was not refused: that look comes first, so a
 	// shared hit costs no look at the refusals.)
@@ -302,6 +317,9 @@ func (c *Codes) load(ctx context.Context, k cache.Key, r Request, f Fetcher) (Re
 	if c.store(k, e) {
 		status = Stored
 	}
+	// Queued, never waited for: the store writes it behind the flight's
+	// callers' backs.
+	c.durable.Put(ctx, r.App, k, e)
 	return Result{Entry: e, Status: status, NumUsed: img.NumUsed}, nil
 }
 

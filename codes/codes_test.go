@@ -920,7 +920,8 @@ func TestRefusalsSeamIsShared(t *testing.T) {
 
 func TestStatusLabels(t *testing.T) {
 	for s, want := range map[codes.Status]string{codes.Hit: "hit", codes.SharedHit: "shared_hit",
-		codes.Miss: "miss", codes.Stored: "miss", codes.Collapsed: "collapsed", codes.CollapsedShared: "collapsed"} {
+		codes.Miss: "miss", codes.Stored: "miss", codes.Collapsed: "collapsed", codes.CollapsedShared: "collapsed",
+		codes.StoreHit: "store_hit"} {
 		if got := s.String(); got != want {
 			t.Errorf("%d.String() = %q, want %q", s, got, want)
 		}

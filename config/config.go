@@ -102,6 +102,21 @@ type Config struct {
 	// password in RedisURL. Never logged.
 	RedisPassword string `env:"-"`
 
+	// The durable store behind the caches (README "Durable store"): empty
+	// StoreURL is none, today's behaviour exactly.
+	StoreURL           string        `env:"STORE_URL" help:"a durable store of code images behind the caches: file:///DIR (one replica with a volume) or s3://BUCKET/PREFIX (any S3-compatible bucket); empty: none"`
+	StoreEndpoint      string        `env:"STORE_ENDPOINT" help:"the S3 endpoint, e.g. https://cos.ap-guangzhou.myqcloud.com or http://minio:9000; empty: AWS S3"`
+	StoreRegion        string        `env:"STORE_REGION" help:"the bucket's region (e.g. ap-guangzhou); empty: asked of the bucket once"`
+	StoreAccessKeyFile string        `env:"STORE_ACCESS_KEY_FILE" help:"a file holding the S3 access key id (a mounted Secret); with STORE_SECRET_KEY_FILE; neither: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, web identity (IRSA) or the instance role"`
+	StoreSecretKeyFile string        `env:"STORE_SECRET_KEY_FILE" help:"a file holding the S3 secret access key (a mounted Secret); never logged"`
+	StoreTimeout       time.Duration `env:"STORE_TIMEOUT" envDefault:"500ms" help:"per store operation: the most the store adds to a request"`
+	StoreTTL           time.Duration `env:"STORE_TTL" envDefault:"0s" help:"how long a stored image counts; 0s: until deleted (a bucket's lifecycle rule may expire objects too)"`
+	StoreMaxBytes      int64         `env:"STORE_MAX_BYTES" envDefault:"10737418240" help:"the file:// store's bound in bytes; the least recently used images are pruned in the background"`
+	StoreKeyFile       string        `env:"STORE_KEY_FILE" help:"a file holding a key of the store's own (at least 32 bytes, e.g. head -c 32 /dev/urandom | base64); empty: keys derived from each app's secret, so rotating a secret empties the store"`
+	StoreAccessKey     string        `env:"-"`
+	StoreSecretKey     string        `env:"-"`
+	StoreKey           []byte        `env:"-"`
+
 	// Apps are the managed apps, from WECHAT_APP_ID and its secret or
 	// from WECHAT_APPS_FILE.
 	Apps []App `env:"-"`
@@ -259,6 +274,80 @@ func (c *Config) validate() []error {
 	p = append(p, errs...)
 	p = append(p, c.validatePublic()...)
 	p = append(p, c.validateRedis()...)
+	p = append(p, c.validateStore()...)
+	return p
+}
+
+// validateStore checks the durable store's variables and reads its key
+// files; the errors never carry what the files hold.
+func (c *Config) validateStore() []error {
+	var p []error
+	if c.StoreTimeout <= 0 {
+		p = append(p, fmt.Errorf("STORE_TIMEOUT: %s must be above 0", c.StoreTimeout))
+	}
+	if c.StoreTTL < 0 {
+		p = append(p, fmt.Errorf("STORE_TTL: %s must not be negative", c.StoreTTL))
+	}
+	if c.StoreMaxBytes <= 0 {
+		p = append(p, fmt.Errorf("STORE_MAX_BYTES: %d must be above 0", c.StoreMaxBytes))
+	}
+	if c.StoreURL == "" {
+		if c.StoreEndpoint != "" || c.StoreAccessKeyFile != "" || c.StoreSecretKeyFile != "" || c.StoreKeyFile != "" {
+			p = append(p, errors.New("STORE_ENDPOINT, STORE_ACCESS_KEY_FILE, STORE_SECRET_KEY_FILE, STORE_KEY_FILE: set STORE_URL too, or none"))
+		}
+		return p
+	}
+	u, err := url.Parse(c.StoreURL)
+	switch {
+	case err != nil:
+		p = append(p, errors.New("STORE_URL: does not parse; want file:///DIR or s3://BUCKET/PREFIX"))
+	case u.Scheme == "file":
+		if (u.Host != "" && u.Host != "localhost") || !strings.HasPrefix(u.Path, "/") || u.RawQuery != "" {
+			p = append(p, fmt.Errorf("STORE_URL: %q: want file:///ABSOLUTE/DIR (three slashes)", c.StoreURL))
+		}
+		if c.StoreEndpoint != "" || c.StoreAccessKeyFile != "" || c.StoreSecretKeyFile != "" {
+			p = append(p, errors.New("STORE_ENDPOINT, STORE_ACCESS_KEY_FILE, STORE_SECRET_KEY_FILE: for an s3:// STORE_URL only"))
+		}
+	case u.Scheme == "s3":
+		if u.Host == "" || u.User != nil || u.RawQuery != "" {
+			// Never echo it: someone may have put credentials in it.
+			p = append(p, errors.New("STORE_URL: want s3://BUCKET/PREFIX, credentials in STORE_ACCESS_KEY_FILE and STORE_SECRET_KEY_FILE"))
+		}
+		if c.StoreEndpoint != "" {
+			e, err := url.Parse(c.StoreEndpoint)
+			if err != nil || (e.Scheme != "http" && e.Scheme != "https") || e.Host == "" || strings.Trim(e.Path, "/") != "" || e.User != nil {
+				p = append(p, errors.New("STORE_ENDPOINT: want http(s)://HOST[:PORT], e.g. https://cos.ap-guangzhou.myqcloud.com"))
+			}
+		}
+	default:
+		p = append(p, errors.New("STORE_URL: want file:///DIR or s3://BUCKET/PREFIX"))
+	}
+	if (c.StoreAccessKeyFile == "") != (c.StoreSecretKeyFile == "") {
+		p = append(p, errors.New("STORE_ACCESS_KEY_FILE, STORE_SECRET_KEY_FILE: set both or neither"))
+	}
+	read := func(name, file string) string {
+		if file == "" {
+			return ""
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			p = append(p, fmt.Errorf("%s: cannot read %s: %w", name, file, errors.Unwrap(err)))
+			return ""
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "" {
+			p = append(p, fmt.Errorf("%s: %s is empty", name, file))
+		}
+		return v
+	}
+	c.StoreAccessKey = read("STORE_ACCESS_KEY_FILE", c.StoreAccessKeyFile)
+	c.StoreSecretKey = read("STORE_SECRET_KEY_FILE", c.StoreSecretKeyFile)
+	if key := read("STORE_KEY_FILE", c.StoreKeyFile); key != "" {
+		if len(key) < 32 {
+			p = append(p, fmt.Errorf("STORE_KEY_FILE: %s holds %d bytes; want at least 32 (head -c 32 /dev/urandom | base64)", c.StoreKeyFile, len(key)))
+		}
+		c.StoreKey = []byte(key)
+	}
 	return p
 }
 
@@ -487,5 +576,6 @@ func (c Config) LogValue() slog.Value {
 		slog.String("link_max_age", c.LinkMaxAge.String()),
 		slog.Bool("access_log", c.AccessLog), slog.Bool("redis", c.RedisURL != ""),
 		slog.Int("fleet_size", c.FleetSize),
+		slog.Bool("store", c.StoreURL != ""),
 	)
 }

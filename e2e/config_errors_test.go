@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/wxa-sidecar/wxa-sidecar/redistest"
+	"github.com/wxa-sidecar/wxa-sidecar/s3test"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
@@ -157,4 +158,39 @@ func TestCheckConfig(t *testing.T) {
 func freePortOnly(t *testing.T) string {
 	addr := freePort(t)
 	return addr[strings.LastIndex(addr, ":")+1:]
+}
+
+// TestCheckConfigAsksTheStore: --check-config exits 0 when the store's
+// bucket exists and the credentials may see it, 2 naming STORE_URL when
+// the bucket is missing or the URL is not one the store can use.
+func TestCheckConfigAsksTheStore(t *testing.T) {
+	s3 := s3test.Start(t)
+	s3.MakeBucket(t, "codes")
+	access, secret := s3test.CredentialFiles(t)
+	app := []string{"WECHAT_APP_ID=" + wechattest.DemoAppID, "WECHAT_APP_SECRET=" + wechattest.DemoSecret,
+		"STORE_ENDPOINT=" + s3.Endpoint, "STORE_ACCESS_KEY_FILE=" + access, "STORE_SECRET_KEY_FILE=" + secret}
+	for _, c := range []struct {
+		name, url, want string
+	}{
+		{"an existing bucket", "s3://codes/prefix", ""},
+		{"a missing bucket", "s3://no-such-bucket/prefix", "STORE_URL: "},
+		{"a relative directory", "file://var/lib/wxa-sidecar", "STORE_URL: "},
+		{"an unknown scheme", "ftp://codes/prefix", "STORE_URL: "},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			exit, out, stderr := runBinary(t, append(app, "STORE_URL="+c.url), "--check-config")
+			if c.want == "" {
+				if exit != 0 || !strings.Contains(out, "configuration OK") {
+					t.Fatalf("exit %d, stdout %q, stderr %s; want 0", exit, out, stderr)
+				}
+				return
+			}
+			if exit != 2 || !strings.Contains(stderr, "wxa-sidecar: config: "+c.want) {
+				t.Fatalf("exit %d, stderr %q; want 2 and %q", exit, stderr, c.want)
+			}
+			if strings.Contains(stderr, s3test.SecretKey) {
+				t.Error("stderr carries the store's secret key")
+			}
+		})
+	}
 }

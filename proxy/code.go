@@ -29,6 +29,8 @@ const (
 	// flight that waited for another replica's.
 	cacheStatusSharedHit       = "wxa-sidecar; hit; detail=shared"
 	cacheStatusCollapsedShared = "wxa-sidecar; fwd=uri-miss; collapsed; detail=shared"
+	// The durable store's: found there by this request's flight.
+	cacheStatusStoreHit = "wxa-sidecar; hit; detail=store"
 )
 
 // cacheStatusHeader holds each Cache-Status value as a header value, built
@@ -41,6 +43,8 @@ var cacheStatusHeader = map[string][]string{
 
 	cacheStatusSharedHit:       {cacheStatusSharedHit},
 	cacheStatusCollapsedShared: {cacheStatusCollapsedShared},
+
+	cacheStatusStoreHit: {cacheStatusStoreHit},
 }
 
 // cacheStatusOf is the Cache-Status of each way codes got an image.
@@ -51,6 +55,7 @@ var cacheStatusOf = [...]string{
 	codes.Stored:          cacheStatusStored,
 	codes.Collapsed:       cacheStatusCollapsed,
 	codes.CollapsedShared: cacheStatusCollapsedShared,
+	codes.StoreHit:        cacheStatusStoreHit,
 }
 
 // serveCode answers a POST to one of the code-image endpoints: validated

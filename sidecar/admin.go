@@ -11,6 +11,7 @@ import (
 	"github.com/wxa-sidecar/wxa-sidecar/fleet"
 	"github.com/wxa-sidecar/wxa-sidecar/metrics"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
+	"github.com/wxa-sidecar/wxa-sidecar/store"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
 )
 
@@ -57,6 +58,7 @@ type StatusReport struct {
 	// do not).
 	Links []codes.LinkStats `json:"links"`
 	Redis *fleet.Status     `json:"redis,omitempty"`
+	Store *store.Status     `json:"store,omitempty"`
 }
 
 func (s *Sidecar) status() StatusReport {
@@ -74,7 +76,7 @@ func (s *Sidecar) status() StatusReport {
 		// QRCODE_ADDR's share, as the endpoint's key with "#public".
 		limits = append(limits, s.publicGate.Status()...)
 	}
-	return StatusReport{s.version, s.ready.Load(), apps, limits, cacheStatus(s.cache.Stats(), s.metrics.Totals()), s.proxy.LinkStats(), redis}
+	return StatusReport{s.version, s.ready.Load(), apps, limits, cacheStatus(s.cache.Stats(), s.metrics.Totals()), s.proxy.LinkStats(), redis, s.storeStatus()}
 }
 
 // CacheStatus is the local tier's size and what the code lookups found.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/wxa-sidecar/wxa-sidecar/config"
 	"github.com/wxa-sidecar/wxa-sidecar/fleet"
+	"github.com/wxa-sidecar/wxa-sidecar/store"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
@@ -55,7 +56,25 @@ func Validate(cfg config.Config) []error {
 			c.Close()
 		}
 	}
+	if cfg.StoreURL != "" {
+		// Open checks the URL's form and the apps' keys; it reaches
+		// nothing before the first operation, and Close ends that.
+		if st, err := store.Open(storeOptions(cfg)); err != nil {
+			p = append(p, storeProblem(err))
+		} else {
+			closed, cancel := context.WithCancel(context.Background())
+			cancel()
+			st.Close(closed)
+		}
+	}
 	return p
+}
+
+// storeProblem turns the store's error into a line naming STORE_URL.
+func storeProblem(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "store: ")
+	msg = strings.TrimPrefix(msg, "STORE_URL: ")
+	return fmt.Errorf("STORE_URL: %s", msg)
 }
 
 // checkListenAddr says what is wrong with a listen address, or nil.
@@ -126,11 +145,23 @@ func fleetProblem(err error) error {
 }
 
 // CheckConnections reaches what the configuration names, as `--check-config`
-// does after Validate: with REDIS_URL, a PING with the configured password
-// (an unreachable server and a refused password are both problems). It
-// never reaches WeChat.
+// does after Validate: with STORE_URL, whether the bucket exists and the
+// credentials may see it (or the directory can be written); with
+// REDIS_URL, a PING with the configured password (an unreachable server
+// and a refused password are both problems). It never reaches WeChat.
 func CheckConnections(ctx context.Context, cfg config.Config) []error {
 	var p []error
+	if cfg.StoreURL != "" {
+		o := storeOptions(cfg)
+		// One try, but long enough for a first TLS handshake.
+		o.Timeout = max(cfg.StoreTimeout, 5*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, 2*o.Timeout)
+		err := store.Check(ctx, o)
+		cancel()
+		if err != nil {
+			p = append(p, storeProblem(err))
+		}
+	}
 	if cfg.RedisURL != "" {
 		o := fleetOptions(cfg, nil)
 		// One try, but long enough for a server across a network.

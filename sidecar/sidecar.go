@@ -26,6 +26,7 @@ import (
 	"github.com/wxa-sidecar/wxa-sidecar/proxy"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/seal"
+	"github.com/wxa-sidecar/wxa-sidecar/store"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
 	"github.com/wxa-sidecar/wxa-sidecar/upstream"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
@@ -54,6 +55,7 @@ type Sidecar struct {
 	gate    gate
 	redis   *fleet.Client // nil without REDIS_URL
 	flight  *fleet.Flight // the fleet's code leases; nil without REDIS_URL
+	store   *store.Store  // nil without STORE_URL
 	// scope gives a request its shared-tier budget; nil without Redis.
 	scope func(context.Context) context.Context
 	proxy *proxy.Proxy
@@ -186,6 +188,12 @@ func New(cfg config.Config, log *slog.Logger, version string) (*Sidecar, error) 
 		co.Refusals = fleet.NewRefusals(s.redis, fleet.RefusalsOptions{TTL: cfg.CacheTTL})
 		co.Scope = fleet.Scope
 		lo.Spent = fleet.NewRefusals(s.redis, fleet.RefusalsOptions{TTL: codes.SpentTTL})
+	}
+	if cfg.StoreURL != "" {
+		if err := s.openStore(&co); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	p, err := proxy.New(proxy.Options{
 		Apps:            apps,
@@ -361,6 +369,9 @@ func (s *Sidecar) shutdown(timeout time.Duration) error {
 		}
 	}
 	wg.Wait()
+	// The store's queue has been written all along; what is left of it
+	// gets what is left of the same bound.
+	s.closeStore(ctx)
 	s.settle(ctx)
 	s.admin.Shutdown(ctx)
 	return errors.Join(errs...)
@@ -477,6 +488,9 @@ func (s *Sidecar) Close() {
 	if s.publicGate != nil {
 		s.publicGate.Close()
 	}
+	expired, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.closeStore(expired) // a no-op after shutdown's
 	s.cache.Close()
 	if s.redis != nil {
 		s.redis.Close()
