@@ -142,7 +142,7 @@ configMapGenerator:
   - name: wxa-sidecar
     literals:
       - app-id=wx0000000000000000
-images:
+` + literals(settingsFor(componentBases(components))) + `images:
   - name: wxa-sidecar
     newName: ghcr.io/wxa-sidecar/wxa-sidecar
     newTag: latest
@@ -152,6 +152,15 @@ components:
 		kz += "  - " + c + "\n"
 	}
 	return kz
+}
+
+// literals lists generator literals, indented as in kustomization().
+func literals(l []string) string {
+	var s string
+	for _, x := range l {
+		s += "      - " + x + "\n"
+	}
+	return s
 }
 
 // input is the user's Deployments as they wrote them.
@@ -191,8 +200,10 @@ func withoutOurs(d appsv1.Deployment, before appsv1.Deployment) appsv1.Deploymen
 		tpl.Spec.InitContainers = nil
 	}
 	tpl.Spec.Volumes = slices.DeleteFunc(tpl.Spec.Volumes, func(v corev1.Volume) bool { return strings.HasPrefix(v.Name, "wxa-sidecar") })
-	if _, theirs := before.Spec.Template.Labels[injectLabel]; !theirs {
-		delete(tpl.Labels, injectLabel)
+	for k := range tpl.Labels {
+		if _, theirs := before.Spec.Template.Labels[k]; !theirs && strings.HasPrefix(k, "wxa-sidecar.io/") {
+			delete(tpl.Labels, k)
+		}
 	}
 	for k := range tpl.Annotations {
 		if _, theirs := before.Spec.Template.Annotations[k]; !theirs && strings.HasPrefix(k, "prometheus.io/") {
@@ -388,7 +399,7 @@ func TestComponentsInAnyOrder(t *testing.T) {
 		r := renderUser(t, f, reversed...)
 		shop := deploymentNamed(t, r, "shop")
 		sc := checkSidecar(t, shop.Spec.Template.Spec, f.inject == injectNative)
-		if envOf(sc)["QRCODE_ADDR"].Value != ":8081" || envOf(sc)["REDIS_URL"].Value == "" {
+		if envOf(sc)["QRCODE_ADDR"].Value != ":8081" || envOf(sc)["REDIS_URL"].ValueFrom == nil {
 			t.Errorf("%s with %v: the other components' settings were lost", f, reversed)
 		}
 		checkUsersKept(t, f, r)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -73,6 +75,8 @@ type rendered struct {
 	services    []corev1.Service
 	configMaps  []corev1.ConfigMap
 	monitors    []podMonitor
+	policies    []networkingv1.NetworkPolicy
+	secrets     []corev1.Secret // only where the user's kustomization generates them
 	others      []object
 	yaml        []byte // the whole output, as kubectl kustomize would print it
 }
@@ -88,8 +92,21 @@ func build(dir string) ([]byte, error) {
 }
 
 // render builds a kustomization with krusty and decodes every object
-// strictly into its Kubernetes type.
+// strictly into its Kubernetes type. No Secret may be rendered: the
+// examples never apply one (renderUsers allows the user's own).
 func render(t *testing.T, dir string) rendered {
+	t.Helper()
+	return renderObjects(t, dir, false)
+}
+
+// renderUsers renders a kustomization of the user's own, which may
+// generate its Secrets (from files kept out of git).
+func renderUsers(t *testing.T, dir string) rendered {
+	t.Helper()
+	return renderObjects(t, dir, true)
+}
+
+func renderObjects(t *testing.T, dir string, secrets bool) rendered {
 	t.Helper()
 	out, err := build(dir)
 	if err != nil {
@@ -120,10 +137,19 @@ func render(t *testing.T, dir string) rendered {
 			var m podMonitor
 			strict(t, doc, &m)
 			r.monitors = append(r.monitors, m)
+		case "NetworkPolicy":
+			var p networkingv1.NetworkPolicy
+			strict(t, doc, &p)
+			r.policies = append(r.policies, p)
 		case "Secret":
-			// The app secret stays out of every kustomization, so that
-			// no example value is ever applied.
-			t.Fatalf("%s renders a Secret", dir)
+			// The app secret stays out of every kustomization of ours, so
+			// that no example value is ever applied.
+			if !secrets {
+				t.Fatalf("%s renders a Secret", dir)
+			}
+			var s corev1.Secret
+			strict(t, doc, &s)
+			r.secrets = append(r.secrets, s)
 		default:
 			o := object{Doc: doc}
 			if err := yaml.Unmarshal([]byte(doc), &o); err != nil {
@@ -169,6 +195,18 @@ const (
 	injectClassic = "classic"
 	sidecarName   = "wxa-sidecar"
 )
+
+// namedAfter says whether name is the final name kustomize gives an object
+// named base: base itself, with a namePrefix, and with a generator's hash.
+func namedAfter(name, base string) bool {
+	if i := strings.LastIndexByte(name, '-'); i >= 0 && generatedHash.MatchString(name[i+1:]) && strings.HasSuffix(name[:i], base) {
+		name = name[:i]
+	}
+	return name == base || strings.HasSuffix(name, "-"+base)
+}
+
+// generatedHash is the suffix a kustomize generator appends.
+var generatedHash = regexp.MustCompile(`^[a-z0-9]{10}$`)
 
 // isNative says whether d runs the sidecar as a native sidecar, from the
 // label the component and the classic overlay set.
@@ -251,7 +289,7 @@ func checkSidecar(t *testing.T, spec corev1.PodSpec, native bool) corev1.Contain
 		t.Errorf("LISTEN_ADDR %q, want 127.0.0.1:8080 (only the pod's app may call the API port)", env["LISTEN_ADDR"].Value)
 	}
 	if ref := env["WECHAT_APP_ID"].ValueFrom; ref == nil || ref.ConfigMapKeyRef == nil || ref.ConfigMapKeyRef.Key != "app-id" ||
-		!strings.HasPrefix(ref.ConfigMapKeyRef.Name, "wxa-sidecar") {
+		!namedAfter(ref.ConfigMapKeyRef.Name, "wxa-sidecar") {
 		t.Errorf("WECHAT_APP_ID must come from the key app-id of the ConfigMap wxa-sidecar: %+v", env["WECHAT_APP_ID"])
 	}
 	secretFile := env["WECHAT_APP_SECRET_FILE"].Value
@@ -262,9 +300,9 @@ func checkSidecar(t *testing.T, spec corev1.PodSpec, native bool) corev1.Contain
 	for _, m := range sc.VolumeMounts {
 		if strings.HasPrefix(secretFile, m.MountPath+"/") && m.ReadOnly {
 			for _, v := range spec.Volumes {
-				if v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == "wxa-sidecar" {
+				if v.Name == m.Name && v.Secret != nil && namedAfter(v.Secret.SecretName, "wxa-sidecar") {
 					mode, source, _, err := projectedFile(v, pathInVolume(m, secretFile))
-					if err != nil || source != "Secret wxa-sidecar key app-secret" {
+					if err != nil || source != "Secret "+v.Secret.SecretName+" key app-secret" {
 						t.Errorf("%s comes from %q (%v), want the key app-secret of the Secret wxa-sidecar", secretFile, source, err)
 					}
 					if mode&0o333 != 0 {

@@ -21,18 +21,23 @@ const (
 )
 
 // checkRedisComponent asserts what the redis component promises in any
-// rendering that includes it, and returns the sidecar.
-func checkRedisComponent(t *testing.T, name string, d appsv1.Deployment) corev1.Container {
+// rendering r that includes it, and returns the sidecar.
+func checkRedisComponent(t *testing.T, name string, r rendered, d appsv1.Deployment) corev1.Container {
 	t.Helper()
 	spec := d.Spec.Template.Spec
 	sc := checkSidecar(t, spec, isNative(d))
 	env := envOf(sc)
 
-	raw := env["REDIS_URL"].Value
+	// REDIS_URL and FLEET_SIZE are the user's settings: keys of the
+	// ConfigMap wxa-sidecar their kustomization generates, read by
+	// reference so that its generated name (hash, prefix) and a merge in an
+	// overlay reach the pod.
+	raw, err := settingOf(r, env["REDIS_URL"], "redis-url")
+	if err != nil {
+		t.Fatalf("%s: REDIS_URL: %v", name, err)
+	}
 	u, err := url.Parse(raw)
 	switch {
-	case raw == "" || env["REDIS_URL"].ValueFrom != nil:
-		t.Fatalf("%s: REDIS_URL must be a literal value, got %+v", name, env["REDIS_URL"])
 	case err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "":
 		t.Errorf("%s: REDIS_URL %q is not a redis:// or rediss:// URL", name, raw)
 	case u.User != nil:
@@ -59,11 +64,11 @@ func checkRedisComponent(t *testing.T, name string, d appsv1.Deployment) corev1.
 			t.Errorf("%s: %s is on a writable mount", name, file)
 		}
 		for _, v := range spec.Volumes {
-			if v.Name != m.Name || v.Secret == nil || v.Secret.SecretName != redisSecretName {
+			if v.Name != m.Name || v.Secret == nil || !namedAfter(v.Secret.SecretName, redisSecretName) {
 				continue
 			}
 			mode, source, _, err := projectedFile(v, pathInVolume(m, file))
-			if err != nil || source != "Secret "+redisSecretName+" key "+redisSecretKey {
+			if err != nil || source != "Secret "+v.Secret.SecretName+" key "+redisSecretKey {
 				t.Errorf("%s: %s comes from %q (%v), want the Secret's key %q", name, file, source, err, redisSecretKey)
 			}
 			// Readable by all (so no fsGroup is needed), writable by none:
@@ -91,9 +96,13 @@ func checkRedisComponent(t *testing.T, name string, d appsv1.Deployment) corev1.
 	// While Redis is unreachable each replica keeps 1/FLEET_SIZE of the
 	// limits: a FLEET_SIZE below the replicas would let the fleet exceed
 	// the app's quota.
-	size, err := strconv.Atoi(env["FLEET_SIZE"].Value)
+	rawSize, err := settingOf(r, env["FLEET_SIZE"], "fleet-size")
+	if err != nil {
+		t.Fatalf("%s: FLEET_SIZE: %v", name, err)
+	}
+	size, err := strconv.Atoi(rawSize)
 	if err != nil || size < 1 {
-		t.Errorf("%s: FLEET_SIZE %q must be a positive integer", name, env["FLEET_SIZE"].Value)
+		t.Errorf("%s: FLEET_SIZE %q must be a positive integer", name, rawSize)
 	}
 	if d.Spec.Replicas != nil && int32(size) < *d.Spec.Replicas {
 		t.Errorf("%s: FLEET_SIZE %d is below the Deployment's %d replicas", name, size, *d.Spec.Replicas)
@@ -112,7 +121,7 @@ func TestRedisComponentAlone(t *testing.T) {
 		t.Fatalf("base+redis renders %d deployments, %d services, %d monitors; want the Deployment alone",
 			len(r.deployments), len(r.services), len(r.monitors))
 	}
-	sc := checkRedisComponent(t, "base+redis", r.deployments[0])
+	sc := checkRedisComponent(t, "base+redis", r, r.deployments[0])
 	// The app secret is still where the base put it.
 	if envOf(sc)["WECHAT_APP_SECRET_FILE"].Value != "/var/run/secrets/wxa-sidecar/app-secret" {
 		t.Error("the redis component moved the app secret")
@@ -125,7 +134,7 @@ func TestRedisComponentOnTheUsersDeployment(t *testing.T) {
 	for _, f := range userFixtures() {
 		t.Run(f.String(), func(t *testing.T) {
 			r := renderUser(t, f, "sidecar", "redis")
-			checkRedisComponent(t, f.String(), deploymentNamed(t, r, "shop"))
+			checkRedisComponent(t, f.String(), r, deploymentNamed(t, r, "shop"))
 			checkUsersKept(t, f, r)
 		})
 	}

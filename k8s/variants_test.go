@@ -119,7 +119,8 @@ func materialize(t *testing.T, v variant, dir string) string {
 			t.Fatal(err)
 		}
 	} else {
-		kz = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - " + rel(v.root) + "\ncomponents:\n"
+		kz = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - " + rel(v.root) + "\n" +
+			settingsMerge(components) + "components:\n"
 		for _, c := range components {
 			kz += "  - " + c + "\n"
 		}
@@ -282,14 +283,25 @@ func TestEveryOverlayWithEveryComponentSet(t *testing.T) {
 				if len(r.services) != 1 {
 					t.Fatalf("%d Services, want the qrcode one", len(r.services))
 				}
-				if v.user == nil && !selects(t, &metav1.LabelSelector{MatchLabels: r.services[0].Spec.Selector}, d.Spec.Template.Labels) {
-					t.Errorf("the qrcode Service selects %v, not the example's pods", r.services[0].Spec.Selector)
+				if !selects(t, &metav1.LabelSelector{MatchLabels: r.services[0].Spec.Selector}, d.Spec.Template.Labels) {
+					t.Errorf("the qrcode Service selects %v, not the injected pods (labels %v)", r.services[0].Spec.Selector, d.Spec.Template.Labels)
+				}
+				for _, other := range r.deployments {
+					if _, injected := other.Labels[injectLabel]; !injected &&
+						selects(t, &metav1.LabelSelector{MatchLabels: r.services[0].Spec.Selector}, other.Spec.Template.Labels) {
+						t.Errorf("the qrcode Service selects %s, which has no sidecar", other.Name)
+					}
 				}
 			} else if seen["QRCODE_ADDR"] || len(r.services) != 0 {
 				t.Error("QRCODE_ADDR or a Service without the qrcode component")
 			}
+			if slices.Contains(has, "networkpolicy") {
+				checkNetworkPolicy(t, v.name, r, d)
+			} else if len(r.policies) != 0 || d.Spec.Template.Labels[policyLabel] != "" {
+				t.Error("a NetworkPolicy or its pod label without the networkpolicy component")
+			}
 			if slices.Contains(has, "redis") {
-				checkRedisComponent(t, v.name, d)
+				checkRedisComponent(t, v.name, r, d)
 			} else {
 				for _, e := range []string{"REDIS_URL", "REDIS_PASSWORD_FILE", "FLEET_SIZE"} {
 					if seen[e] {
