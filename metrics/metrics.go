@@ -100,7 +100,7 @@ func New() *Metrics {
 		RequestDuration: histogram("request_duration_seconds",
 			"Time to answer a request, by route.", "route"),
 		CacheRequests: counter("cache_requests_total",
-			"Code-image lookups, one per request: hit (from the cache), miss (not in the cache: this request made the upstream call, or was answered without one), collapsed (not in the cache: it shared another request's upstream call).", "result"),
+			"Code-image lookups, one per request: hit (from this replica's cache), shared_hit (from the fleet's Redis, REDIS_URL), store_hit (from the durable store, STORE_URL), miss (found nowhere: this request made the upstream call, or was answered without one), collapsed (found nowhere: it shared another request's upstream call, on this replica or another).", "result"),
 		CacheStored:    plain("cache_stored_total", "Images stored in the cache."),
 		CacheRejected:  plain("cache_rejected_total", "Images the cache declined to store (admission policy or size)."),
 		CacheEvictions: plain("cache_evictions_total", "Images evicted from the cache to make room or at the end of CACHE_TTL."),
