@@ -585,3 +585,37 @@ func TestReadmePointsAtTheAlertsAndDashboard(t *testing.T) {
 		}
 	}
 }
+
+// TestDashboardPanelsDoNotOverlap: two panels merged from two changes can
+// land on the same grid cells; Grafana then draws one over the other.
+func TestDashboardPanelsDoNotOverlap(t *testing.T) {
+	raw, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			ID      int    `json:"id"`
+			Title   string `json:"title"`
+			GridPos struct{ H, W, X, Y int }
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatal(err)
+	}
+	owner := map[[2]int]string{}
+	for _, p := range d.Panels {
+		g := p.GridPos
+		if g.X+g.W > 24 {
+			t.Errorf("panel %q is wider than the grid: x %d + w %d", p.Title, g.X, g.W)
+		}
+		for y := g.Y; y < g.Y+g.H; y++ {
+			for x := g.X; x < g.X+g.W; x++ {
+				if other, ok := owner[[2]int{x, y}]; ok {
+					t.Fatalf("panels %q and %q overlap at x %d, y %d", other, p.Title, x, y)
+				}
+				owner[[2]int{x, y}] = p.Title
+			}
+		}
+	}
+}
