@@ -27,8 +27,10 @@ import (
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
-// harness is the sidecar's proxy in front of the fake WeChat, over real
-// HTTP, with its parts wired as main wires them.
+// harness is the proxy in front of the fake WeChat, over real HTTP, with
+// the fewest parts it needs and every clock injectable: a unit-test rig,
+// not a second wiring. What the service wires (sidecar.New) is tested
+// where it lives, in sidecar/, and as the real binary, in e2e/.
 type harness struct {
 	t       *testing.T
 	fake    *wechattest.Server
