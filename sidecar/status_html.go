@@ -91,7 +91,7 @@ func tableOf(title string, value any) (statusTable, error) {
 			for _, f := range fields {
 				if _, ok := index[f.name]; !ok {
 					index[f.name] = len(t.Columns)
-					t.Columns = append(t.Columns, f.name)
+					t.Columns = append(t.Columns, strings.ReplaceAll(f.name, "_", " "))
 				}
 				row[f.name] = f.value
 			}
@@ -104,6 +104,11 @@ func tableOf(title string, value any) (statusTable, error) {
 			}
 			t.Rows = append(t.Rows, cells)
 		}
+		return t, nil
+	}
+	if !bytes.HasPrefix(raw, []byte("{")) { // a number, a string, a bool
+		t.Columns = []string{"value"}
+		t.Rows = [][]string{{strings.Trim(string(raw), `"`)}}
 		return t, nil
 	}
 	fields, err := orderedFields(raw)
@@ -139,7 +144,10 @@ func orderedFields(object json.RawMessage) ([]field, error) {
 		}
 		text := string(value)
 		var s string
-		if json.Unmarshal(value, &s) == nil {
+		switch {
+		case text == "null":
+			text = ""
+		case strings.HasPrefix(text, `"`) && json.Unmarshal(value, &s) == nil:
 			text = s
 		}
 		fields = append(fields, field{name: key.(string), value: text})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
+	"github.com/wxa-sidecar/wxa-sidecar/codes"
 	"github.com/wxa-sidecar/wxa-sidecar/fleet"
 	"github.com/wxa-sidecar/wxa-sidecar/metrics"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
@@ -44,7 +45,7 @@ func TestStatusPageEscapesWhatItShows(t *testing.T) {
 	if strings.Contains(page, "<script>") || strings.Contains(page, "<b>1</b>") {
 		t.Errorf("the page carries unescaped markup:\n%s", page)
 	}
-	for _, want := range []string{"&lt;script&gt;", "v&lt;b&gt;1&lt;/b&gt;", "<td>wx1</td>", "last error", "Cache hit ratio"} {
+	for _, want := range []string{"&lt;script&gt;", "v&lt;b&gt;1&lt;/b&gt;", `<td class="id">wx1</td>`, "last error", "Cache hit ratio"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page lacks %q:\n%s", want, page)
 		}
@@ -78,9 +79,10 @@ func TestStatusPageSpeaksInUnits(t *testing.T) {
 	w := httptest.NewRecorder()
 	writeStatusHTML(w, report, recent, now)
 	page := w.Body.String()
-	for _, want := range []string{"in 1 h 59 min", "2 min 3 s ago", "141.6 KiB", "256 MiB", "95.0 %", "78/s", "6/min",
-		"49 of 50", `class="bar low"`, "until in 10 h 11 min", "45009", "13:48:27 UTC&#43;8", `<span class="bad">down</span>`,
-		"Requests: <strong>190</strong>", "Refusals (45011 locally): <strong>10</strong>", "<svg"} {
+	for _, want := range []string{"in 1 h 59 min", "2 min 3 s ago", "141.6 KiB", "256 MiB", "95.0 %",
+		"of 100 code lookups · 90 hits · 5 shared hits (Redis) · 5 misses", "78/s", "6/min",
+		"49 of 50", `class="bar low"`, "daily quota reached (45009): ends in 10 h 11 min", "13:48:27 UTC&#43;8", `<span class="bad">down</span>`,
+		"Requests</div>\n<div><strong class=\"total\">190</strong>", "Refusals (45011 locally)</div>\n<div><strong class=\"total\">10</strong>", "<svg"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page lacks %q", want)
 		}
@@ -95,6 +97,27 @@ func TestStatusPageSpeaksInUnits(t *testing.T) {
 	}
 	if n := strings.Count(page, "<rect"); n != 4*20 {
 		t.Errorf("%d bars, want one per interval per chart (80)", n)
+	}
+}
+
+// TestStatusPageKeepsASectionsOwnOrder: a part of the report the page has
+// no layout for is a table whose columns come in the JSON's order, the
+// row's name first, in words.
+func TestStatusPageKeepsASectionsOwnOrder(t *testing.T) {
+	w := httptest.NewRecorder()
+	now := time.Date(2026, 12, 6, 5, 48, 27, 0, time.UTC)
+	writeStatusHTML(w, StatusReport{Version: "v1", Ready: true,
+		Links: []codes.LinkStats{{Endpoint: "/wxa/generatescheme", Hits: 2, SharedHits: 1, Misses: 1}}}, nil, now)
+	page := w.Body.String()
+	want := "<tr><th>endpoint</th><th>hits</th><th>shared hits</th><th>misses</th><th>collapsed</th><th>stored</th></tr>\n" +
+		"<tr><td>/wxa/generatescheme</td><td>2</td><td>1</td><td>1</td><td>0</td><td>0</td></tr>"
+	if !strings.Contains(page, want) {
+		t.Errorf("the links table is not in the JSON's order, want\n%s\nin\n%s", want, page)
+	}
+	w = httptest.NewRecorder()
+	writeStatusHTML(w, StatusReport{Version: "v1", Cache: CacheStatus{Requests: map[string]float64{"hit": 1, "miss": 1, "shared_hit": 1, "stale_hit": 2}}}, nil, now)
+	if want := "of 5 code lookups · 1 hit · 1 shared hit (Redis) · 1 miss · 2 stale hit</div>"; !strings.Contains(w.Body.String(), want) {
+		t.Errorf("the lookups are not in words, want %q in\n%s", want, w.Body.String())
 	}
 }
 

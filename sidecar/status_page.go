@@ -86,8 +86,8 @@ func pageOf(r StatusReport, recent []interval, now time.Time) (statusPageData, e
 	if total := sumValues(c.Requests); total > 0 {
 		d.Cache.HitRatio = strconv.FormatFloat(100*c.HitRatio, 'f', 1, 64) + " %"
 	}
-	for _, name := range sortedKeys(c.Requests) {
-		d.Cache.Results = append(d.Cache.Results, resultView{name, count(c.Requests[name])})
+	for _, name := range cacheResultOrder(c.Requests) {
+		d.Cache.Results = append(d.Cache.Results, resultView{cacheResultWords(name, c.Requests[name]), count(c.Requests[name])})
 	}
 	for _, a := range r.Apps {
 		v := appView{App: a.AppID, Mode: string(a.Mode), Store: a.Store, NoToken: !a.HasToken,
@@ -120,7 +120,7 @@ func pageOf(r StatusReport, recent []interval, now time.Time) (statusPageData, e
 			v.NearEmpty = v.SlotsPercent < 20
 		}
 		if l.Cooldown {
-			v.Cooldown = fmt.Sprintf("%s (%d): until %s", wechat.Errcode(l.CooldownErrcode).String(), l.CooldownErrcode, instant(l.CooldownUntil, now))
+			v.Cooldown = fmt.Sprintf("%s (%d): ends %s", quotaName(l.CooldownErrcode), l.CooldownErrcode, instant(l.CooldownUntil, now))
 		}
 		d.Limits = append(d.Limits, v)
 	}
@@ -154,9 +154,13 @@ func otherSections(r StatusReport) ([]statusTable, error) {
 		if known[f.name] {
 			continue
 		}
-		var v any
-		if err := json.Unmarshal([]byte(f.value), &v); err != nil {
-			v = f.value
+		// The raw JSON, not a decoded any: a map would sort the fields.
+		var v any = f.value
+		switch {
+		case f.value == "":
+			v = nil
+		case json.Valid([]byte(f.value)):
+			v = json.RawMessage(f.value)
 		}
 		t, err := tableOf(strings.ToUpper(f.name[:1])+strings.ReplaceAll(f.name[1:], "_", " "), v)
 		if err != nil {
@@ -210,6 +214,61 @@ func charts(recent []interval) []chartView {
 		out = append(out, c)
 	}
 	return out
+}
+
+// quotaName is what a cool-down's errcode means.
+func quotaName(code wechat.Errcode) string {
+	switch code {
+	case wechat.MinuteQuota:
+		return "minute quota reached"
+	case wechat.DailyQuota:
+		return "daily quota reached"
+	case wechat.LinksDailyQuota:
+		return "daily scheme and URL Link quota reached"
+	}
+	return "WeChat refused"
+}
+
+// cacheResultOrder lists the cache_requests_total results as a person
+// reads them: hits first, then misses, then any result a later tier adds.
+func cacheResultOrder(m map[string]float64) []string {
+	known := []string{"hit", "shared_hit", "miss", "collapsed"}
+	var out []string
+	for _, name := range known {
+		if _, ok := m[name]; ok {
+			out = append(out, name)
+		}
+	}
+	for _, name := range sortedKeys(m) {
+		if !slices.Contains(known, name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// cacheResultWords names n lookups of a cache_requests_total result in
+// words; the label value itself stays in the JSON and the metrics.
+func cacheResultWords(result string, n float64) string {
+	one := math.Round(n) == 1
+	switch result {
+	case "hit":
+		if one {
+			return "hit"
+		}
+		return "hits"
+	case "shared_hit":
+		if one {
+			return "shared hit (Redis)"
+		}
+		return "shared hits (Redis)"
+	case "miss":
+		if one {
+			return "miss"
+		}
+		return "misses"
+	}
+	return strings.ReplaceAll(result, "_", " ")
 }
 
 // chinaTime is WeChat's zone, where quota days end.
@@ -351,6 +410,10 @@ tr.trouble td { background: #fff4f4; }
 .bar.low span { background: #b00020; }
 svg { display: block; width: 100%; height: auto; background: #f6f7f7; border-radius: 3px; }
 svg rect { fill: #2271b1; } .danger svg rect { fill: #b00020; }
+td.id { overflow-wrap: normal; word-break: keep-all; }
+.card.chart { display: flex; flex-direction: column; gap: .15em; }
+.card.chart .total { font-size: 1.25em; }
+.card.chart svg { margin-top: auto; }
 .axis { display: flex; justify-content: space-between; font-size: .8em; color: #646970; }
 code { background: #f6f7f7; padding: 0 .25em; border-radius: 3px; }
 </style>
@@ -362,7 +425,7 @@ code { background: #f6f7f7; padding: 0 .25em; border-radius: 3px; }
 
 <div class="cards">
 <div class="card"><div class="muted">Cache hit ratio</div><div class="big">{{.Cache.HitRatio}}</div>
-<div class="muted">of {{.Cache.Lookups}} code lookups{{range .Cache.Results}} · {{.Name}} {{.Count}}{{end}}</div></div>
+<div class="muted">of {{.Cache.Lookups}} code lookups{{range .Cache.Results}} · {{.Count}} {{.Name}}{{end}}</div></div>
 <div class="card"><div class="muted">Local cache</div><div class="big">{{.Cache.Used}}</div>
 <div class="muted">of {{.Cache.Of}} · {{.Cache.Entries}} images</div>
 <div class="bar"><span style="width: {{.Cache.UsedPercent}}%"></span></div></div>
@@ -373,15 +436,16 @@ code { background: #f6f7f7; padding: 0 .25em; border-radius: 3px; }
 
 <h2>The last 15 minutes</h2>
 <div class="cards">
-{{range .Charts}}<div class="card{{if .Danger}} danger{{end}}"><div class="muted">{{.Title}}: <strong>{{.Total}}</strong> · peak {{.Peak}} per 10 s</div>
+{{range .Charts}}<div class="card chart{{if .Danger}} danger{{end}}"><div class="muted">{{.Title}}</div>
+<div><strong class="total">{{.Total}}</strong> <span class="muted">in 15 min · peak {{.Peak}} per 10 s</span></div>
 <svg viewBox="0 0 {{.Width}} {{.Height}}" role="img" aria-label="{{.Title}} per 10 seconds">{{range .Bars}}<rect x="{{printf "%.1f" .X}}" y="{{printf "%.1f" .Y}}" width="{{printf "%.1f" .W}}" height="{{printf "%.1f" .H}}"><title>{{.Tip}}</title></rect>{{end}}</svg>
 <div class="axis"><span>15 min ago</span><span>now</span></div></div>
 {{end}}</div>
 
 <h2>Apps and their tokens</h2>
 <table>
-<tr><th style="width:13%">app</th><th style="width:9%">mode</th><th style="width:14%">token expires</th><th>fetched</th><th>next refresh</th><th style="width:16%">fetches · errors · adopted · forced today</th></tr>
-{{range .Apps}}<tr{{if or .ExpiresSoon .NoToken .LastError}} class="trouble"{{end}}><td>{{.App}}</td><td>{{.Mode}} <span class="muted">({{.Store}})</span></td>
+<tr><th style="width:16%">app</th><th style="width:10%">mode</th><th style="width:12%">token expires</th><th>fetched</th><th>next refresh</th><th style="width:15%">fetches · errors · adopted · forced today</th></tr>
+{{range .Apps}}<tr{{if or .ExpiresSoon .NoToken .LastError}} class="trouble"{{end}}><td class="id">{{.App}}</td><td>{{.Mode}} <span class="muted">({{.Store}})</span></td>
 <td>{{if .ExpiresSoon}}<span class="bad">{{.Expires}}</span>{{else}}{{.Expires}}{{end}}</td><td>{{.Fetched}}</td><td>{{.NextRefresh}}</td>
 <td>{{.Fetches}} · {{.Errors}} · {{.Adopted}} · {{.ForceRefreshes}}</td></tr>
 {{if .LastError}}<tr class="trouble"><td></td><td colspan="5"><span class="bad">last error</span> {{.LastErrorAt}}: {{.LastError}}</td></tr>{{end}}
@@ -389,8 +453,8 @@ code { background: #f6f7f7; padding: 0 .25em; border-radius: 3px; }
 
 <h2>Rate limits and cool-downs</h2>
 {{if .Limits}}<table>
-<tr><th style="width:14%">app</th><th style="width:26%">endpoint</th><th style="width:10%">rate</th><th style="width:8%">burst</th><th style="width:16%">free slots</th><th>cool-down</th></tr>
-{{range .Limits}}<tr{{if or .Cooldown .NearEmpty}} class="trouble"{{end}}><td>{{.App}}</td><td>{{.Endpoint}}</td><td>{{.Rate}}</td><td>{{.Burst}}</td>
+<tr><th style="width:16%">app</th><th style="width:22%">endpoint</th><th style="width:8%">rate</th><th style="width:6%">burst</th><th style="width:14%">free slots</th><th>cool-down</th></tr>
+{{range .Limits}}<tr{{if or .Cooldown .NearEmpty}} class="trouble"{{end}}><td class="id">{{.App}}</td><td>{{.Endpoint}}</td><td>{{.Rate}}</td><td>{{.Burst}}</td>
 <td>{{.Slots}}{{if not .Unlimited}}<div class="bar{{if .NearEmpty}} low{{end}}"><span style="width: {{.SlotsPercent}}%"></span></div>{{end}}</td>
 <td>{{if .Cooldown}}<span class="bad">{{.Cooldown}}</span>{{else}}<span class="muted">none</span>{{end}}</td></tr>
 {{end}}</table>{{else}}<p class="muted">No call has gone upstream yet.</p>{{end}}
