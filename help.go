@@ -54,7 +54,7 @@ Flags:
       the upstream client honours them (one egress IP for WeChat's whitelist)
 
 An invalid configuration prints one line per problem and exits 2.
-See README.md for the API port, the admin port and the shared tier.
+More in README.md and docs/: configuration.md, api.md, operations.md, fleet.md.
 `)
 }
 

@@ -82,7 +82,7 @@ type Config struct {
 	// QuotaCooldown 0 means until the next midnight China time.
 	QuotaCooldown time.Duration `env:"QUOTA_COOLDOWN" envDefault:"0s" help:"how long a 45009 (daily quota) closes an endpoint, and a 44993 the scheme and URL Link endpoints; 0s: until midnight UTC+8"`
 
-	// What GET /qrcode on QRCODE_ADDR may spend: README's "Exposing GET
+	// What GET /qrcode on QRCODE_ADDR may spend: docs/codes-and-links.md, "Exposing GET
 	// /qrcode".
 	QRCodeLimit       string   `env:"QRCODE_LIMIT" help:"the share of getwxacodeunlimit's limit QRCODE_ADDR may spend, N/UNIT[:BURST] (the whole fleet's with REDIS_URL), so the API port keeps the rest; empty: half the endpoint's rate and burst; off: no share of its own"`
 	QRCodeClientLimit string   `env:"QRCODE_CLIENT_LIMIT" envDefault:"60/m:20" help:"new codes one client (an IPv4 address, an IPv6 /64) may start on QRCODE_ADDR, per replica, N/UNIT[:BURST]; past it 429 with Retry-After (cached codes stay free); off: no limit"`
@@ -102,7 +102,7 @@ type Config struct {
 	// password in RedisURL. Never logged.
 	RedisPassword string `env:"-"`
 
-	// The durable store behind the caches (README "Durable store"): empty
+	// The durable store behind the caches (docs/store.md): empty
 	// StoreURL is none, today's behaviour exactly.
 	StoreURL           string        `env:"STORE_URL" help:"a durable store of code images behind the caches: file:///DIR (one replica with a volume) or s3://BUCKET/PREFIX (any S3-compatible bucket); empty: none"`
 	StoreEndpoint      string        `env:"STORE_ENDPOINT" help:"the S3 endpoint, e.g. https://cos.ap-guangzhou.myqcloud.com or http://minio:9000; empty: AWS S3"`

@@ -41,7 +41,7 @@ import (
 // spends WeChat's per-minute quota on.
 const fleetCodePath = "/wxa/getwxacodeunlimit"
 
-// Cache-Status values of the contract (README's table and issue 12).
+// Cache-Status values of the contract (docs/codes-and-links.md's table and issue 12).
 const (
 	csHit             = "wxa-sidecar; hit"
 	csSharedHit       = "wxa-sidecar; hit; detail=shared"

@@ -22,19 +22,22 @@ var onlyWiringImports = map[string][]string{
 	module + "/wechattest": {module},
 }
 
-// layoutRules reads README's "Code layout" table: each row's package and
+// layoutDoc holds the "Code layout" table the import rules are read from.
+const layoutDoc = "../docs/design.md"
+
+// layoutRules reads docs/design.md's "Code layout" table: each row's package and
 // what it never imports. "any package of ours" is the whole module; a
 // backquoted `name/` is our package; the words Redis, prometheus,
 // ristretto and x/time/rate name those libraries.
 func layoutRules(t *testing.T) map[string][]string {
 	t.Helper()
-	readme, err := os.ReadFile("../README.md")
+	doc, err := os.ReadFile(layoutDoc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, ok := strings.Cut(string(readme), "\n## Code layout\n")
+	_, section, ok := strings.Cut(string(doc), "\n## Code layout\n")
 	if !ok {
-		t.Fatal("README.md has no \"## Code layout\" section")
+		t.Fatalf("%s has no \"## Code layout\" section", layoutDoc)
 	}
 	section, _, _ = strings.Cut(section, "\n## ")
 	words := map[string]string{
@@ -77,12 +80,12 @@ func layoutRules(t *testing.T) map[string][]string {
 			}
 		}
 		if never != "—" && len(list) == 0 {
-			t.Errorf("README's row for %s says it never imports %q, which names nothing this test knows", name, never)
+			t.Errorf("the Code layout's row for %s says it never imports %q, which names nothing this test knows", name, never)
 		}
 		rules[pkg] = list
 	}
 	if len(rules) == 0 {
-		t.Fatal("README's Code layout table has no rows")
+		t.Fatal("the Code layout table of " + layoutDoc + " has no rows")
 	}
 	return rules
 }
@@ -124,26 +127,26 @@ func matchesImport(imp, rule string) bool {
 }
 
 // TestPackagesKeepToTheirRooms fails when a package imports, directly, what
-// its row of README's "Code layout" says it never does, when a package has
+// its row of the "Code layout" (docs/design.md) says it never does, when a package has
 // no row, or when a row names a package that does not exist.
 func TestPackagesKeepToTheirRooms(t *testing.T) {
 	pkgs := listPackages(t)
 	rules := layoutRules(t)
 	for path := range pkgs {
 		if _, ok := rules[path]; !ok && !strings.HasPrefix(path, module+"/bench/fleet") {
-			t.Errorf("package %s has no row in README's Code layout", path)
+			t.Errorf("package %s has no row in the Code layout of docs/design.md", path)
 		}
 	}
 	for path, never := range rules {
 		p, ok := pkgs[path]
 		if !ok {
-			t.Errorf("README's Code layout names %s, which does not exist", path)
+			t.Errorf("the Code layout of docs/design.md names %s, which does not exist", path)
 			continue
 		}
 		for _, imp := range p.Imports {
 			for _, rule := range never {
 				if matchesImport(imp, rule) && imp != path {
-					t.Errorf("%s imports %s; README says it never imports %s", path, imp, strings.TrimSuffix(rule, "/"))
+					t.Errorf("%s imports %s; docs/design.md says it never imports %s", path, imp, strings.TrimSuffix(rule, "/"))
 				}
 			}
 		}

@@ -563,7 +563,7 @@ func readManifestLenient(b []byte) [][]string {
 
 // TestPregenReachesWeChatOnlyThroughASidecar: pregen imports none of the
 // sidecar's parts, so it can never hold a token competing with the
-// fleet's (README's "Code layout"; importRules could carry it too).
+// fleet's (docs/design.md's "Code layout"; importRules could carry it too).
 func TestPregenReachesWeChatOnlyThroughASidecar(t *testing.T) {
 	p, ok := listPackages(t)[module+"/pregen"]
 	if !ok {

@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// appKustomization writes a user's kustomization as README shows it for
+// appKustomization writes a user's kustomization as docs/kubernetes.md shows it for
 // one app among several in a namespace: their Deployments (the shop
 // fixture, and the ConfigMap it mounts), our settings and Secrets from
 // generators (the secret files stay out of git), every component, and a
@@ -246,7 +246,7 @@ func sameNamespaceProblems(a, b rendered) []string {
 	return problems
 }
 
-// Two apps, each a kustomization of README's shape with every component
+// Two apps, each a kustomization of docs/kubernetes.md's shape with every component
 // and a namePrefix of its own, applied to one namespace: every reference of
 // each resolves to an object it renders (its generated, prefixed names),
 // no object is rendered by both with different contents, and no Service,
@@ -352,7 +352,7 @@ func TestNamePrefixOnTheExample(t *testing.T) {
 }
 
 // A per-environment overlay raises FLEET_SIZE with a generator of
-// behavior: merge, as README shows: the pods read the merged ConfigMap
+// behavior: merge, as docs/kubernetes.md shows: the pods read the merged ConfigMap
 // (a new generated name, so they roll), the other keys kept.
 func TestSettingsMergedInAnOverlay(t *testing.T) {
 	app := appKustomization(t, "shop-", "wx1111111111111111")

@@ -18,7 +18,7 @@ import (
 
 // deploy/compose: checked without Docker (CI has none): decoded strictly
 // into the part of the Compose specification it uses, so a misspelt key
-// fails, and held to what README promises.
+// fails, and held to what deploy/compose/README.md promises.
 const composeDir = "../deploy/compose"
 
 type composeService struct {

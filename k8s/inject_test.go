@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// userFixture is a kustomization of a user's own, as README tells them to
+// userFixture is a kustomization of a user's own, as docs/kubernetes.md tells them to
 // write it: their Deployment labelled for injection (beside one that is
 // not), the ConfigMap, the image, and our components.
 type userFixture struct {
@@ -301,7 +301,7 @@ func TestSecretModeWithoutFsGroupWouldBeUnreadable(t *testing.T) {
 }
 
 // Kustomize's strategic merge puts the sidecar first (kustomize#5904);
-// README's remedy, a patch of the user's naming the init containers in the
+// docs/kubernetes.md's remedy, a patch of the user's naming the init containers in the
 // order they want, works on top of the component.
 func TestUsersCanOrderTheInitContainers(t *testing.T) {
 	f := userFixture{injectNative, true}

@@ -1,5 +1,5 @@
 // Package k8s holds the Kubernetes manifests of wxa-sidecar and the tests
-// that render them and check the properties the README promises.
+// that render them and check the properties docs/kubernetes.md promises.
 package k8s
 
 import (

@@ -24,7 +24,7 @@ const (
 	alertsFile         = "../deploy/prometheus/alerts.yaml"
 	alertTestsFile     = "../deploy/prometheus/alerts_test.yaml"
 	prometheusRuleFile = "components/prometheusrule/prometheusrule.yaml"
-	runbookPrefix      = "https://github.com/wxa-sidecar/wxa-sidecar#runbook-"
+	runbookPrefix      = "https://github.com/wxa-sidecar/wxa-sidecar/blob/main/docs/operations.md#runbook-"
 )
 
 // ruleGroups is a Prometheus rule file, and a PrometheusRule's spec, as far
@@ -215,7 +215,7 @@ func TestPrometheusRuleComponentPatchesNothing(t *testing.T) {
 }
 
 // TestEveryAlertIsDocumentedAndTested: each alert carries a severity, a
-// summary, a description and a runbook link into README, and
+// summary, a description and a runbook link into docs/operations.md, and
 // alerts_test.yaml has a case that fires it and one where it must not.
 func TestEveryAlertIsDocumentedAndTested(t *testing.T) {
 	var rules ruleGroups
@@ -257,7 +257,7 @@ func TestEveryAlertIsDocumentedAndTested(t *testing.T) {
 				}
 			}
 			if !strings.HasPrefix(r.Annotations["runbook_url"], runbookPrefix) {
-				t.Errorf("%s: runbook_url %q, want a README section %s…", r.Alert, r.Annotations["runbook_url"], runbookPrefix)
+				t.Errorf("%s: runbook_url %q, want a runbook of docs/operations.md %s…", r.Alert, r.Annotations["runbook_url"], runbookPrefix)
 			}
 			if fires[r.Alert] == 0 || quiet[r.Alert] == 0 {
 				t.Errorf("%s: %d test cases fire it and %d expect it quiet in %s; want at least one of each",

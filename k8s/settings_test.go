@@ -11,7 +11,7 @@ import (
 // The components read the user's settings from keys of the ConfigMap
 // wxa-sidecar, beside app-id: the redis component by configMapKeyRef, the
 // networkpolicy component by replacements. settingsFor is what a user's
-// kustomization adds for these components, as README shows.
+// kustomization adds for these components, as docs/kubernetes.md shows.
 func settingsFor(components []string) []string {
 	var out []string
 	if slices.Contains(components, "redis") {

@@ -21,7 +21,7 @@ import (
 
 // A variant is one way to deploy: a root (the base, an overlay, or a
 // Deployment of the user's own, as in their kustomization) with a set of
-// components added on top, the sidecar component first as README says.
+// components added on top, the sidecar component first as docs/kubernetes.md says.
 type variant struct {
 	name       string
 	root       string       // a kustomization here, or "" for the user's

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # release.sh builds what a release ships into dist/: one static binary per
 # platform (linux and darwin × amd64 and arm64, or the PLATFORMS given),
-# each as wxa-sidecar_<version>_<os>_<arch>.tar.gz with README, LICENSE and
-# CHANGELOG, and SHA256SUMS over the archives. The version is
+# each as wxa-sidecar_<version>_<os>_<arch>.tar.gz with README, docs/, LICENSE,
+# CHANGELOG and BENCHMARKS, and SHA256SUMS over the archives. The version is
 # `git describe --tags --always --dirty` unless VERSION is set; the
 # binaries print it with --version and report it in wxa_sidecar_build_info.
 #
@@ -25,7 +25,7 @@ for platform in $platforms; do
   mkdir -p "$stage"
   GOOS=$os GOARCH=$arch CGO_ENABLED=0 go build -trimpath \
     -ldflags="-s -w -X main.version=${version}" -o "$stage/wxa-sidecar" .
-  cp README.md LICENSE CHANGELOG.md "$stage/"
+  cp -R README.md LICENSE CHANGELOG.md BENCHMARKS.md docs "$stage/"
   # Reproducible archives: fixed order, owner and times.
   tar --sort=name --owner=0 --group=0 --numeric-owner --mtime='@0' \
     -C "$dist" -czf "$dist/$name.tar.gz" "$name"

@@ -7,7 +7,7 @@ import (
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
-// publicOptions is what GET /qrcode on QRCODE_ADDR may spend (README's
+// publicOptions is what GET /qrcode on QRCODE_ADDR may spend (docs/codes-and-links.md,
 // "Exposing GET /qrcode"), given the endpoints' limits: its share of
 // getwxacodeunlimit's limit (QRCODE_LIMIT, by default half of it) in a
 // gate of its own, on Redis with a fleet, and each client's limit. The

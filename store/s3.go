@@ -132,7 +132,7 @@ func (b *s3) check(ctx context.Context) error {
 		return b.fault(err)
 	}
 	if !ok {
-		return fmt.Errorf("%w: bucket %q does not exist at %s (create it, private, with the lifecycle rule README shows)",
+		return fmt.Errorf("%w: bucket %q does not exist at %s (create it, private, with the lifecycle rule docs/store.md shows)",
 			errRefused, b.bucket, b.endpoint)
 	}
 	return nil
