@@ -7,10 +7,12 @@ import (
 	"time"
 )
 
-// waitFor polls cond for up to 10 s.
+// waitFor polls cond for up to 30 s: a liveness bound, generous because
+// the fake WeChat runs in this (perhaps race-instrumented) process and
+// draws every image on a busy 2-CPU machine.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
