@@ -43,6 +43,12 @@ type Store interface {
 	Lock(ctx context.Context, appID string, ttl time.Duration) (unlock func(context.Context) error, err error)
 }
 
+// WeChat's limit on force_refresh: 20 a day, 30 seconds apart.
+const (
+	forceRefreshesPerDay = 20
+	forceRefreshSpacing  = 30 * time.Second
+)
+
 // MemoryStore is the Store of one process: a Manager's default, and what a
 // Manager falls back on while its shared Store fails. Its methods never fail
 // (Lock only when ctx ends first).
