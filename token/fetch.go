@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
@@ -40,16 +39,6 @@ func newFetcher(opts Options) *fetcher {
 		client: &noRedirects, now: opts.Now, log: opts.Logger}
 }
 
-// APIError is an errcode WeChat answered, a value callers branch on.
-type APIError struct {
-	Code int
-	Msg  string
-}
-
-func (e *APIError) Error() string {
-	return "token: WeChat errcode " + strconv.Itoa(e.Code) + ": " + e.Msg
-}
-
 // maxExpiresIn is the longest life WeChat gives a token. A longer
 // expires_in is a broken or hostile answer; taken as is, 9 300 000 000 s
 // overflows time.Duration, the expiry lands in the past and every request
@@ -74,11 +63,11 @@ func hint(err error) string {
 	if errors.As(err, &re) {
 		return "WECHAT_API_URL or a proxy on the way redirects token fetches elsewhere; check DNS and HTTPS_PROXY, and point WECHAT_API_URL at WeChat itself"
 	}
-	var ae *APIError
-	if !errors.As(err, &ae) {
+	var we *wechat.Error
+	if !errors.As(err, &we) {
 		return "check that WECHAT_API_URL is reachable (and HTTPS_PROXY)"
 	}
-	switch wechat.Errcode(ae.Code) {
+	switch we.Code {
 	case wechat.InvalidAppID:
 		return "WECHAT_APP_ID is not a valid appid"
 	case wechat.InvalidSecret, wechat.MissingSecret:
@@ -138,7 +127,9 @@ func (f *fetcher) request(ctx context.Context, force bool) (Token, error) {
 		return Token{}, fmt.Errorf("token: fetch: the answer is not JSON: %w", err)
 	}
 	if ans.Errcode != 0 {
-		return Token{}, &APIError{Code: ans.Errcode, Msg: ans.Errmsg}
+		// Status 0: WeChat's words about the token fetch, not an answer
+		// to the call that needed the token (see wechat.Error.Status).
+		return Token{}, fmt.Errorf("token: fetch: %w", &wechat.Error{Code: wechat.Errcode(ans.Errcode), Msg: ans.Errmsg})
 	}
 	if ans.AccessToken == "" || ans.ExpiresIn <= 0 {
 		return Token{}, errors.New("token: fetch: the answer has no access_token or expires_in")

@@ -8,7 +8,8 @@ import (
 
 // Token returns a token that has not expired, fetching one only when there
 // is none; concurrent callers share that fetch. Without a token it returns
-// the fetch's error: an *APIError when WeChat answered an errcode.
+// the fetch's error, which errors.As finds as a *wechat.Error (Status 0)
+// when WeChat answered an errcode.
 func (m *Manager) Token(ctx context.Context) (Token, error) {
 	if t := m.current.Load(); t != nil && m.now().Before(t.Expiry) {
 		return *t, nil

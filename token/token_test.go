@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
@@ -353,9 +354,14 @@ func TestFetchFailureKeepsValidTokenAndBacksOff(t *testing.T) {
 func TestBadSecretAtStartIsReportedAndRetried(t *testing.T) {
 	f := newFixture(t, ModeStable, func(o *Options) { o.Secret = "wrong-secret-value" })
 	_, err := f.m.Token(context.Background())
-	var ae *APIError
-	if !errors.As(err, &ae) || ae.Code != 40125 {
+	var ae *wechat.Error
+	if !errors.As(err, &ae) || ae.Code != wechat.InvalidSecret {
 		t.Fatalf("Token() error %v, want WeChat's 40125", err)
+	}
+	if ae.Status != 0 {
+		// A status would make it the answer to the caller's own call,
+		// which a replica may hand to another's callers.
+		t.Errorf("the errcode of a token fetch has Status %d, want 0", ae.Status)
 	}
 	f.run(t)
 	for range 3 {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
@@ -156,8 +157,8 @@ func TestIPWhitelistRefusalIsNamedAndBackedOff(t *testing.T) {
 			f := newFixture(t, ModeStable, nil)
 			f.fake.FailNextErrcode("/cgi-bin/stable_token", 100, errcode)
 			_, err := f.m.Token(context.Background())
-			var ae *APIError
-			if !errors.As(err, &ae) || ae.Code != errcode {
+			var ae *wechat.Error
+			if !errors.As(err, &ae) || ae.Code != wechat.Errcode(errcode) {
 				t.Fatalf("Token() error %v, want WeChat's %d", err, errcode)
 			}
 			f.run(t)
