@@ -15,6 +15,7 @@ import (
 
 	"github.com/wxa-sidecar/wxa-sidecar/redistest"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
@@ -319,7 +320,7 @@ func TestTokenStoreCountsForceRefreshesPerChinaDayAcrossTheFleet(t *testing.T) {
 		if ok, reason, err := rs[1-i%2].store.AllowForce(ctx, "wxapp", now.Add(29*time.Second)); ok || err != nil || !strings.Contains(reason, want) {
 			t.Fatalf("force refresh %d: another replica 29s later: %v, %q, %v; want refused", i+1, ok, reason, err)
 		}
-		f.clock.Advance(forceRefreshSpacing)
+		f.clock.Advance(wechat.ForceRefreshSpacing)
 	}
 	// 23:10 in UTC+8.
 	for _, r := range rs {
@@ -429,7 +430,7 @@ func TestStableReplicasSpendTwentyForceRefreshesADayBetweenThem(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "20 force refreshes") {
 				t.Fatalf("force refresh %d of the day: %v; want refused by the fleet's count", i+1, err)
 			}
-			f.clock.Advance(forceRefreshSpacing + time.Second)
+			f.clock.Advance(wechat.ForceRefreshSpacing + time.Second)
 			continue
 		}
 		if err != nil || next.Value == held.Value {
@@ -453,7 +454,7 @@ func TestStableReplicasSpendTwentyForceRefreshesADayBetweenThem(t *testing.T) {
 				t.Fatalf("force refresh %d: another replica forced within 30s: %v", i+1, err)
 			}
 		}
-		f.clock.Advance(forceRefreshSpacing + time.Second)
+		f.clock.Advance(wechat.ForceRefreshSpacing + time.Second)
 	}
 	forced := 0
 	for _, req := range f.fake.Requests("/cgi-bin/stable_token") {

@@ -108,10 +108,6 @@ type Cooldown struct {
 	Strikes int
 }
 
-// chinaTime is UTC+8, where WeChat's days begin; a fixed zone, so no tz
-// database is needed in a distroless image.
-var chinaTime = time.FixedZone("UTC+8", 8*60*60)
-
 // NextCooldown is the cool-down policy: the cool-down WeChat's answer code
 // for endpoint at now starts, given the endpoint's previous cool-down (nil
 // if none), or false when code starts none.
@@ -164,8 +160,7 @@ func endOfDay(now time.Time, daily time.Duration) time.Time {
 	if daily > 0 {
 		return now.Add(daily)
 	}
-	c := now.In(chinaTime)
-	return time.Date(c.Year(), c.Month(), c.Day()+1, 0, 0, 0, 0, chinaTime)
+	return wechat.NextMidnight(now)
 }
 
 func nextMinute(now time.Time) time.Time { return now.Truncate(time.Minute).Add(time.Minute) }

@@ -281,7 +281,7 @@ func TestForceRefreshOnlyWhenNormalFetchReturnsTheDeadToken(t *testing.T) {
 	defer srv.Close()
 	f := newFixture(t, ModeStable, func(o *Options) { o.BaseURL = srv.URL })
 	tok, _ := f.m.Token(context.Background())
-	for i := range forceRefreshesPerDay {
+	for i := range wechat.ForceRefreshesPerDay {
 		next, err := f.m.Invalidate(context.Background(), tok.Value)
 		if err != nil || next.Value == tok.Value {
 			t.Fatalf("force refresh %d: %v", i+1, err)
@@ -291,20 +291,20 @@ func TestForceRefreshOnlyWhenNormalFetchReturnsTheDeadToken(t *testing.T) {
 			t.Fatalf("a second force refresh within 30s was allowed")
 		}
 		tok = next
-		f.clock.Advance(forceRefreshSpacing + time.Second)
+		f.clock.Advance(wechat.ForceRefreshSpacing + time.Second)
 	}
 	if _, err := f.m.Invalidate(context.Background(), tok.Value); err == nil || !strings.Contains(err.Error(), "20 force refreshes") {
 		t.Errorf("force refresh 21 within a day: %v, want refused", err)
 	}
-	if fs.forced != forceRefreshesPerDay {
-		t.Errorf("WeChat saw %d force refreshes, want %d", fs.forced, forceRefreshesPerDay)
+	if fs.forced != wechat.ForceRefreshesPerDay {
+		t.Errorf("WeChat saw %d force refreshes, want %d", fs.forced, wechat.ForceRefreshesPerDay)
 	}
 	f.clock.Advance(24 * time.Hour)
 	if _, err := f.m.Invalidate(context.Background(), tok.Value); err != nil {
 		t.Errorf("a day later: %v, want allowed again", err)
 	}
-	if s := f.m.Status(); s.ForceRefreshes24h != 1 {
-		t.Errorf("Status.ForceRefreshes24h %d, want 1", s.ForceRefreshes24h)
+	if s := f.m.Status(); s.ForceRefreshesToday != 1 {
+		t.Errorf("Status.ForceRefreshesToday %d, want 1", s.ForceRefreshesToday)
 	}
 }
 

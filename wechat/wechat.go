@@ -1,6 +1,7 @@
 // Package wechat is the sidecar's vocabulary of the WeChat server API: its
-// errcodes, the one error type every part answers with, and the names of
-// the endpoints the sidecar knows (see ../shared/WECHAT-API.md).
+// errcodes, the one error type every part answers with, WeChat's day
+// (ChinaTime) and its limit on force_refresh, and the names of the
+// endpoints the sidecar knows.
 //
 // It owns words, not behaviour, and never imports a package of ours: every
 // other package may import it.
