@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wxa-sidecar/wxa-sidecar/internal/testclock"
 	"github.com/wxa-sidecar/wxa-sidecar/redistest"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
 	"github.com/wxa-sidecar/wxa-sidecar/token/storetest"
@@ -14,7 +13,7 @@ import (
 // suite, on a real redis-server.
 func TestTokenStoreKeepsTheStoreContract(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	clock := testclock.New(time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC))
+	clock := newClock()
 	storetest.Run(t, func(t *testing.T) token.Store {
 		srv.Command(t, "FLUSHALL")
 		c, err := New(Options{URL: srv.URL, Now: clock.Now})
