@@ -1,44 +1,27 @@
 package cache
 
 import (
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/wxa-sidecar/wxa-sidecar/internal/testclock"
 )
 
-// clock is a settable time for Options.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func TestEntryIsGoneAtItsUntil(t *testing.T) {
-	c := &clock{t: time.Now()}
-	m, err := NewMemory(Options{MaxBytes: 64 << 20, TTL: time.Hour, Now: c.now})
+	c := testclock.New(time.Now())
+	m, err := NewMemory(Options{MaxBytes: 64 << 20, TTL: time.Hour, Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Close)
-	e := NewEntryUntil([]byte(`{"errcode":0,"openlink":"weixin://a"}`), "application/json", "", c.now().Add(time.Minute))
+	e := NewEntryUntil([]byte(`{"errcode":0,"openlink":"weixin://a"}`), "application/json", "", c.Now().Add(time.Minute))
 	if !m.Set(key(1), e) {
 		t.Fatal("Set declined an entry valid for a minute")
 	}
 	if _, ok := m.Get(key(1)); !ok {
 		t.Fatal("Get missed an entry before its Until")
 	}
-	c.advance(time.Minute)
+	c.Advance(time.Minute)
 	if _, ok := m.Get(key(1)); ok {
 		t.Error("Get found an entry at its Until")
 	}
@@ -49,27 +32,27 @@ func TestEntryIsGoneAtItsUntil(t *testing.T) {
 		t.Errorf("Stats %+v, want 1 hit and the expired look a miss", s)
 	}
 	// An entry whose Until has passed is never stored.
-	if m.Set(key(2), NewEntryUntil([]byte("x"), "", "", c.now())) {
+	if m.Set(key(2), NewEntryUntil([]byte("x"), "", "", c.Now())) {
 		t.Error("Set kept an entry already past its Until")
 	}
 }
 
 func TestEntryWithUntilReplacesAndCodeDoesNot(t *testing.T) {
-	c := &clock{t: time.Now()}
-	m, err := NewMemory(Options{MaxBytes: 64 << 20, TTL: time.Hour, Now: c.now})
+	c := testclock.New(time.Now())
+	m, err := NewMemory(Options{MaxBytes: 64 << 20, TTL: time.Hour, Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Close)
-	old := NewEntryUntil([]byte("old link"), "application/json", "", c.now().Add(time.Minute))
-	fresh := NewEntryUntil([]byte("new link"), "application/json", "", c.now().Add(time.Hour))
+	old := NewEntryUntil([]byte("old link"), "application/json", "", c.Now().Add(time.Minute))
+	fresh := NewEntryUntil([]byte("new link"), "application/json", "", c.Now().Add(time.Hour))
 	if !m.Set(key(1), old) || !m.Set(key(1), fresh) {
 		t.Fatal("Set declined a link")
 	}
 	if got, _ := m.Get(key(1)); got == nil || string(got.Body) != "new link" {
 		t.Fatalf("after a replacement Get = %v, want the new link", got)
 	}
-	c.advance(2 * time.Minute)
+	c.Advance(2 * time.Minute)
 	if got, _ := m.Get(key(1)); got == nil || string(got.Body) != "new link" {
 		t.Errorf("the new link is gone at the old one's Until: %v", got)
 	}

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
 	"github.com/wxa-sidecar/wxa-sidecar/codes"
+	"github.com/wxa-sidecar/wxa-sidecar/internal/testclock"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
@@ -33,21 +33,8 @@ func (f *linkFetcher) FetchLink(ctx context.Context) (*codes.LinkAnswer, error) 
 		ContentType: "application/json; encoding=utf-8"}, nil
 }
 
-// linkClock is a settable clock for L1 and Links alike.
-type linkClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *linkClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *linkClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type linkFixture struct {
-	clock   *linkClock
+	clock   *testclock.Clock
 	l1      *cache.Memory
 	l2      *sharedTier
 	links   *codes.Links
@@ -56,14 +43,14 @@ type linkFixture struct {
 
 func newLinkFixture(t *testing.T) *linkFixture {
 	t.Helper()
-	clock := &linkClock{t: time.Now()}
-	l1, err := cache.NewMemory(cache.Options{MaxBytes: 64 << 20, TTL: time.Hour, Now: clock.now})
+	clock := testclock.New(time.Now())
+	l1, err := cache.NewMemory(cache.Options{MaxBytes: 64 << 20, TTL: time.Hour, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(l1.Close)
 	f := &linkFixture{clock: clock, l1: l1, l2: newSharedTier(), lookups: &counts{n: map[string]int{}}}
-	f.links = codes.NewLinks(codes.LinkOptions{L1: l1, L2: f.l2, Now: clock.now, RetryBackoff: time.Millisecond,
+	f.links = codes.NewLinks(codes.LinkOptions{L1: l1, L2: f.l2, Now: clock.Now, RetryBackoff: time.Millisecond,
 		Hooks: codes.LinkHooks{Lookup: func(endpoint, result string) { f.lookups.inc(endpoint + " " + result) }}})
 	return f
 }
@@ -99,7 +86,7 @@ func TestLinkIsMadeOnceAndHandedOutUntilItsUntil(t *testing.T) {
 	if l2, ok := f.l2.m[key(1)]; !ok || !l2.Until.Equal(first.Entry.Until) || first.Entry.Until.IsZero() {
 		t.Errorf("L2 holds %v, want the link until %v", l2, first.Entry.Until)
 	}
-	f.clock.add(time.Hour)
+	f.clock.Advance(time.Hour)
 	res, err := f.links.Get(t.Context(), key(1), scheme, fetch)
 	if err != nil || res.Status != codes.Stored || body(t, res) == body(t, first) {
 		t.Errorf("at its Until: %v %v %s; want a new link", res.Status, err, res.Entry.Body)
@@ -213,13 +200,13 @@ func TestLookupNeverFetches(t *testing.T) {
 // same Until.
 func TestLinkFromTheSharedTierKeepsItsUntil(t *testing.T) {
 	f := newLinkFixture(t)
-	until := f.clock.now().Add(time.Minute)
+	until := f.clock.Now().Add(time.Minute)
 	f.l2.m[key(1)] = cache.NewEntryUntil([]byte(`{"errcode":0,"openlink":"weixin://x"}`), "application/json", "", until)
 	res, err := f.links.Get(t.Context(), key(1), scheme, &linkFetcher{err: errors.New("must not fetch")})
 	if err != nil || res.Status != codes.SharedHit {
 		t.Fatalf("Get: %v %v; want a shared hit", res.Status, err)
 	}
-	f.clock.add(time.Minute)
+	f.clock.Advance(time.Minute)
 	if _, ok := f.l1.Peek(key(1)); ok {
 		t.Error("L1 kept the shared link past its Until")
 	}
@@ -250,7 +237,7 @@ func TestPermanentLinksSpentCloseOnlyPermanentShortLinksForADay(t *testing.T) {
 	if _, err := f.links.Get(t.Context(), key(9), temporary, &linkFetcher{}); err != nil {
 		t.Errorf("a temporary short link: %v", err)
 	}
-	f.clock.add(codes.SpentTTL)
+	f.clock.Advance(codes.SpentTTL)
 	ok := &linkFetcher{}
 	if _, err := f.links.Get(t.Context(), key(10), permanent, ok); err != nil || ok.calls.Load() != 1 {
 		t.Errorf("a day later: %v after %d calls; want WeChat asked again", err, ok.calls.Load())
@@ -267,7 +254,7 @@ func TestPermanentLinkIsKeptForThirtyDays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if left := res.Entry.Until.Sub(f.clock.now()); left < codes.MinPermanentLinkTTL {
+	if left := res.Entry.Until.Sub(f.clock.Now()); left < codes.MinPermanentLinkTTL {
 		t.Errorf("kept for %v, want at least %v", left, codes.MinPermanentLinkTTL)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxa-sidecar/wxa-sidecar/internal/testclock"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/redistest"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
@@ -15,8 +16,8 @@ import (
 func TestLinksDailyQuotaClosesBothLinkEndpointsFleetWide(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	now := time.Now().Truncate(time.Minute).Add(time.Minute + time.Second)
-	clock := &testClock{t: now}
-	o := quota.Options{Default: quota.Limit{Rate: 100, Burst: 100}, Now: clock.now}
+	clock := testclock.New(now)
+	o := quota.Options{Default: quota.Limit{Rate: 100, Burst: 100}, Now: clock.Now}
 	a, b := newReplica(t, srv.URL, o, 2, nil), newReplica(t, srv.URL, o, 2, nil)
 	scheme := quota.Key{App: gateApp, Endpoint: wechat.PathScheme}
 	urllink := quota.Key{App: gateApp, Endpoint: wechat.PathURLLink}

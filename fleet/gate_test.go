@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxa-sidecar/wxa-sidecar/internal/testclock"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/redistest"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
@@ -22,21 +23,6 @@ var (
 	unlimitedKey = quota.Key{App: gateApp, Endpoint: wechat.PathUnlimited}
 	qrcodeKey    = quota.Key{App: gateApp, Endpoint: wechat.PathQRCode}
 )
-
-// testClock is a clock the test moves: a Client's (to skip the breaker's
-// cool-off) or a Gate's (to make cool-downs' ends exact).
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-func (c *testClock) set(t time.Time) { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
 
 // quotaSeen is a Gate's quota.Hooks: what the metrics would have seen.
 type quotaSeen struct {
@@ -252,7 +238,7 @@ func TestCooldownObservedByOneReplicaClosesTheOther(t *testing.T) {
 	// little ahead of Redis's, so the window's end is exact and lies ahead
 	// of Redis's clock (it expires the keys).
 	now := time.Now().Truncate(time.Minute).Add(time.Minute + time.Second)
-	clock := &testClock{t: now}
+	clock := testclock.New(now)
 	tests := []struct {
 		name string
 		k    quota.Key
@@ -264,7 +250,7 @@ func TestCooldownObservedByOneReplicaClosesTheOther(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := quota.Options{Default: quota.Limit{Rate: 100, Burst: 100}, Now: clock.now}
+			o := quota.Options{Default: quota.Limit{Rate: 100, Burst: 100}, Now: clock.Now}
 			a, b := newReplica(t, srv.URL, o, 2, nil), newReplica(t, srv.URL, o, 2, nil)
 			if err := b.gate.Admit(t.Context(), tt.k); err != nil {
 				t.Fatalf("before the cool-down: %v", err)
@@ -307,8 +293,8 @@ func TestCooldownObservedByOneReplicaClosesTheOther(t *testing.T) {
 func TestALaterShorterCooldownKeepsTheLongerOne(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	now := time.Now().Truncate(time.Minute).Add(time.Minute + time.Second)
-	clock := &testClock{t: now}
-	o := quota.Options{Default: quota.Limit{Rate: 100, Burst: 100}, Now: clock.now}
+	clock := testclock.New(now)
+	o := quota.Options{Default: quota.Limit{Rate: 100, Burst: 100}, Now: clock.Now}
 	a, b, c := newReplica(t, srv.URL, o, 3, nil), newReplica(t, srv.URL, o, 3, nil), newReplica(t, srv.URL, o, 3, nil)
 	a.gate.Observe(t.Context(), wxacodeKey, wechat.DailyQuota)
 	b.gate.Observe(t.Context(), wxacodeKey, wechat.MinuteQuota)
@@ -326,19 +312,19 @@ func TestALaterShorterCooldownKeepsTheLongerOne(t *testing.T) {
 func TestUnlimitedStrikesAreCountedAcrossTheFleet(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	now := time.Now().Truncate(time.Minute).Add(time.Minute + time.Second)
-	clock := &testClock{t: now}
-	o := quota.Options{Default: quota.Limit{Rate: 100, Burst: 100}, Now: clock.now}
+	clock := testclock.New(now)
+	o := quota.Options{Default: quota.Limit{Rate: 100, Burst: 100}, Now: clock.Now}
 	a, b := newReplica(t, srv.URL, o, 2, nil), newReplica(t, srv.URL, o, 2, nil)
 	a.gate.Observe(t.Context(), unlimitedKey, wechat.DailyQuota)
 	first, _ := quota.NextCooldown(wechat.DailyQuota, wechat.PathUnlimited, nil, now, 0)
-	clock.set(first.Until.Add(time.Second))
+	clock.Set(first.Until.Add(time.Second))
 	b.gate.Observe(t.Context(), unlimitedKey, wechat.DailyQuota)
-	want, _ := quota.NextCooldown(wechat.DailyQuota, wechat.PathUnlimited, &first, clock.now(), 0)
+	want, _ := quota.NextCooldown(wechat.DailyQuota, wechat.PathUnlimited, &first, clock.Now(), 0)
 	if want.Strikes != 2 {
 		t.Fatalf("NextCooldown gave %+v; the test expects the day's", want)
 	}
 	rf := refusalOf(t, a.gate.Admit(t.Context(), unlimitedKey))
-	if rf.Code != wechat.DailyQuota || rf.RetryAfter != want.Until.Sub(clock.now()) {
+	if rf.Code != wechat.DailyQuota || rf.RetryAfter != want.Until.Sub(clock.Now()) {
 		t.Errorf("refusal %+v, want 45009 until %v (the day's, the second strike)", *rf, want.Until)
 	}
 }
@@ -347,9 +333,9 @@ func TestUnlimitedStrikesAreCountedAcrossTheFleet(t *testing.T) {
 // limits, keeping what it observed; Redis back: one bucket again.
 func TestRedisDownFallsBackToTheLocalShareAndSharingResumes(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	breakerClock := &testClock{t: time.Now()}
+	breakerClock := testclock.New(time.Now())
 	o := quota.Options{Default: quota.Limit{Rate: 0.01, Burst: 6}}
-	a, b := newReplica(t, srv.URL, o, 3, breakerClock.now), newReplica(t, srv.URL, o, 3, breakerClock.now)
+	a, b := newReplica(t, srv.URL, o, 3, breakerClock.Now), newReplica(t, srv.URL, o, 3, breakerClock.Now)
 	srv.Stop()
 	if n, _ := admitAll(t, 10, wxacodeKey, a.gate); n != 2 {
 		t.Errorf("Redis down: %d of 10 admitted, want 2 (a burst of 6 over FLEET_SIZE 3)", n)
@@ -366,7 +352,7 @@ func TestRedisDownFallsBackToTheLocalShareAndSharingResumes(t *testing.T) {
 	}
 
 	srv.Restart(t)
-	breakerClock.add(breakerCoolOff + time.Second)
+	breakerClock.Advance(breakerCoolOff + time.Second)
 	// The first call after the cool-off is the breaker's probe (the
 	// others meanwhile decide locally); its success closes the breaker.
 	if err := a.gate.Admit(t.Context(), quota.Key{App: "wxprobe", Endpoint: wechat.PathWxacode}); err != nil {

@@ -9,17 +9,18 @@ import (
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
 	"github.com/wxa-sidecar/wxa-sidecar/codes"
+	"github.com/wxa-sidecar/wxa-sidecar/internal/testclock"
 	"github.com/wxa-sidecar/wxa-sidecar/redistest"
 )
 
 // newClockedLeaseReplica is newLeaseReplica on a client whose breaker
 // runs on clk, so a test skips its cool-off.
-func newClockedLeaseReplica(t *testing.T, name, url string, clk *testClock, fo FlightOptions) *leaseReplica {
+func newClockedLeaseReplica(t *testing.T, name, url string, clk *testclock.Clock, fo FlightOptions) *leaseReplica {
 	t.Helper()
 	r := &leaseReplica{name: name, rec: &seen{}, leases: map[string]int{}}
 	h := r.rec.hooks()
 	h.Lease = func(result string) { r.mu.Lock(); r.leases[result]++; r.mu.Unlock() }
-	c, err := New(Options{URL: url, Hooks: h, Now: clk.now})
+	c, err := New(Options{URL: url, Hooks: h, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,7 @@ func openBreaker(t *testing.T, c *Client) {
 // and fetching again.
 func TestAStalledHolderStoresAndReleasesOnceRedisAnswers(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	clk := &testClock{t: time.Now()}
+	clk := testclock.New(time.Now())
 	a := newClockedLeaseReplica(t, "a", srv.URL, clk, FlightOptions{LeaseExpiry: time.Minute})
 	b := newLeaseReplica(t, "b", srv.URL, FlightOptions{LeaseExpiry: time.Minute, Poll: 5 * time.Millisecond})
 	o := newOrigin()
@@ -71,7 +72,7 @@ func TestAStalledHolderStoresAndReleasesOnceRedisAnswers(t *testing.T) {
 	if a.c.Owed() != 2 {
 		t.Fatal("a paid its debts while its breaker was open")
 	}
-	clk.add(breakerCoolOff) // the breaker lets a probe through
+	clk.Advance(breakerCoolOff) // the breaker lets a probe through
 	res := receive(t, "b", fromB)
 	if res.err != nil || res.from != codes.Fleet || o.fetches.Load() != 1 {
 		t.Fatalf("b: %v, %v, %d fetches; want a's image from Redis and one fetch", res.from, res.err, o.fetches.Load())

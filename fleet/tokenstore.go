@@ -13,17 +13,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/wxa-sidecar/wxa-sidecar/token"
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
-
-// WeChat's limit on stable_token's force_refresh, per appid: 20 a day (the
-// day in China, UTC+8), 30 seconds apart.
-const (
-	forceRefreshesPerDay = 20
-	forceRefreshSpacing  = 30 * time.Second
-)
-
-// chinaTime is the zone of WeChat's day.
-var chinaTime = time.FixedZone("UTC+8", 8*60*60)
 
 // forceDaySlack keeps a day's force_refresh count a little past its
 // midnight, for a replica whose clock runs behind and still counts that
@@ -178,16 +169,14 @@ return 0
 // AllowForce implements token.Store: WeChat's 20 force_refresh a day per
 // appid, the day in UTC+8, counted across the fleet, and 30 s between two.
 func (s *TokenStore) AllowForce(ctx context.Context, appID string, now time.Time) (bool, string, error) {
-	local := now.In(chinaTime)
-	y, m, d := local.Date()
-	nextMidnight := time.Date(y, m, d+1, 0, 0, 0, 0, chinaTime)
-	countKey := s.c.Key(appID, "force", local.Format("20060102"))
+	nextMidnight := wechat.NextMidnight(now)
+	countKey := s.c.Key(appID, "force", now.In(wechat.ChinaTime).Format("20060102"))
 	lastKey := s.c.Key(appID, "force-last")
 	var answer int64
 	err := s.c.Do(ctx, OpToken, func(ctx context.Context) error {
 		var err error
 		answer, err = allowForceScript.Run(ctx, s.c.Redis(), []string{countKey, lastKey},
-			forceRefreshesPerDay, now.UnixMilli(), forceRefreshSpacing.Milliseconds(),
+			wechat.ForceRefreshesPerDay, now.UnixMilli(), wechat.ForceRefreshSpacing.Milliseconds(),
 			(nextMidnight.Sub(now) + forceDaySlack).Milliseconds()).Int64()
 		return err
 	})
@@ -202,7 +191,7 @@ func (s *TokenStore) AllowForce(ctx context.Context, appID string, now time.Time
 	case 0:
 		return true, "", nil
 	case 1:
-		return false, strconv.Itoa(forceRefreshesPerDay) + " force refreshes today (UTC+8) across the fleet", nil
+		return false, strconv.Itoa(wechat.ForceRefreshesPerDay) + " force refreshes today (UTC+8) across the fleet", nil
 	default:
 		return false, "the fleet's last force refresh was under 30s ago", nil
 	}

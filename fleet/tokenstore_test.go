@@ -13,67 +13,16 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wxa-sidecar/wxa-sidecar/internal/testclock"
 	"github.com/wxa-sidecar/wxa-sidecar/redistest"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
-// clock is the fleet's fake time: the managers', the clients' and the fake
-// WeChat's.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-// 08:00 UTC is 16:00 in WeChat's day.
-func newClock() *clock { return &clock{t: time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-// timers stands in for time.After in a Manager's Run: each wait arrives on
-// calls, and the test fires it.
-type timers struct{ calls chan timerCall }
-
-type timerCall struct {
-	d    time.Duration
-	fire chan time.Time
-}
-
-func newTimers() *timers { return &timers{calls: make(chan timerCall, 1)} }
-
-func (ts *timers) After(d time.Duration) <-chan time.Time {
-	c := timerCall{d: d, fire: make(chan time.Time, 1)}
-	ts.calls <- c
-	return c.fire
-}
-
-// next returns Run's next wait: Run asks for one after every refresh.
-func (ts *timers) next(t *testing.T) timerCall {
-	t.Helper()
-	select {
-	case c := <-ts.calls:
-		return c
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not wait again")
-		return timerCall{}
-	}
-}
+// newClock is the fleet's fake time: the managers', the clients' and the
+// fake WeChat's. 08:00 UTC is 16:00 in WeChat's day.
+func newClock() *testclock.Clock { return testclock.New(time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)) }
 
 // tokenReplica is one sidecar's token side: its own Redis client and store, its
 // own Manager, all on the fleet's clock.
@@ -81,12 +30,12 @@ type tokenReplica struct {
 	c      *Client
 	store  *TokenStore
 	m      *token.Manager
-	timers *timers
-	wait   timerCall // Run's pending wait
+	timers *testclock.Waits
+	wait   testclock.Wait // Run's pending wait
 }
 
 type fleetFixture struct {
-	clock *clock
+	clock *testclock.Clock
 	fake  *wechattest.Server
 	logs  *wechattest.LogBuffer
 	url   string
@@ -111,7 +60,7 @@ func (f *fleetFixture) replica(t *testing.T, mode token.Mode) *tokenReplica {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	r := &tokenReplica{c: c, store: NewTokenStore(c), timers: newTimers()}
+	r := &tokenReplica{c: c, store: NewTokenStore(c), timers: testclock.NewWaits()}
 	r.m, err = token.New(token.Options{AppID: wechattest.DemoAppID, Secret: wechattest.DemoSecret,
 		BaseURL: f.fake.URL, Mode: mode, Now: f.clock.Now, After: r.timers.After,
 		Jitter: func(d time.Duration) time.Duration { return d }, Logger: f.logger(), Store: r.store})
@@ -146,7 +95,7 @@ func (r *tokenReplica) run(t *testing.T) {
 			t.Error("Run did not return after its context ended")
 		}
 	})
-	r.wait = r.timers.next(t)
+	r.wait = r.timers.Next(t)
 }
 
 // fireAll ends every replica's pending wait at once and waits until each
@@ -154,10 +103,10 @@ func (r *tokenReplica) run(t *testing.T) {
 func fireAll(t *testing.T, f *fleetFixture, rs []*tokenReplica) {
 	t.Helper()
 	for _, r := range rs {
-		r.wait.fire <- f.clock.Now()
+		r.wait.Fire(f.clock.Now())
 	}
 	for _, r := range rs {
-		r.wait = r.timers.next(t)
+		r.wait = r.timers.Next(t)
 	}
 }
 
@@ -319,7 +268,7 @@ func TestTokenStoreCountsForceRefreshesPerChinaDayAcrossTheFleet(t *testing.T) {
 		if ok, reason, err := rs[1-i%2].store.AllowForce(ctx, "wxapp", now.Add(29*time.Second)); ok || err != nil || !strings.Contains(reason, want) {
 			t.Fatalf("force refresh %d: another replica 29s later: %v, %q, %v; want refused", i+1, ok, reason, err)
 		}
-		f.clock.Advance(forceRefreshSpacing)
+		f.clock.Advance(wechat.ForceRefreshSpacing)
 	}
 	// 23:10 in UTC+8.
 	for _, r := range rs {
@@ -429,7 +378,7 @@ func TestStableReplicasSpendTwentyForceRefreshesADayBetweenThem(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "20 force refreshes") {
 				t.Fatalf("force refresh %d of the day: %v; want refused by the fleet's count", i+1, err)
 			}
-			f.clock.Advance(forceRefreshSpacing + time.Second)
+			f.clock.Advance(wechat.ForceRefreshSpacing + time.Second)
 			continue
 		}
 		if err != nil || next.Value == held.Value {
@@ -453,7 +402,7 @@ func TestStableReplicasSpendTwentyForceRefreshesADayBetweenThem(t *testing.T) {
 				t.Fatalf("force refresh %d: another replica forced within 30s: %v", i+1, err)
 			}
 		}
-		f.clock.Advance(forceRefreshSpacing + time.Second)
+		f.clock.Advance(wechat.ForceRefreshSpacing + time.Second)
 	}
 	forced := 0
 	for _, req := range f.fake.Requests("/cgi-bin/stable_token") {
@@ -509,7 +458,7 @@ func TestClassicReplicasKeepTheirTokenWhileRedisIsDown(t *testing.T) {
 		if !works(t, f.fake, shared) {
 			t.Fatal("the shared token stopped working during the outage")
 		}
-		f.clock.Advance(rs[0].wait.d)
+		f.clock.Advance(rs[0].wait.D)
 	}
 	// Expired: each replica fetches its own, as a lone sidecar would.
 	fireAll(t, f, rs)

@@ -327,7 +327,7 @@ func TestForgedForceRefreshStateIsAFault(t *testing.T) {
 	s := NewTokenStore(c)
 	ctx := context.Background()
 	now := time.Now()
-	countKey := c.Key("wxapp", "force", now.In(chinaTime).Format("20060102"))
+	countKey := c.Key("wxapp", "force", now.In(wechat.ChinaTime).Format("20060102"))
 	lastKey := c.Key("wxapp", "force-last")
 	srv.Command(t, "SET", countKey, "999")
 	if _, _, err := s.AllowForce(ctx, "wxapp", now); err == nil {

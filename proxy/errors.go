@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/wxa-sidecar/wxa-sidecar/quota"
-	"github.com/wxa-sidecar/wxa-sidecar/token"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
@@ -66,8 +64,10 @@ func (e *wechatAnswer) Error() string { return e.err.Error() }
 func (e *wechatAnswer) Unwrap() error { return e.err }
 
 // asWeChatError is the one mapping of any error on a WeChat path to what
-// the caller is told: WeChat-level errors with HTTP 200 (and, for a quota
-// refusal, when to come back), everything else 502 errcode -1.
+// the caller is told: a *wechat.Error as it is, with HTTP 200 when it has
+// no status of its own (WeChat's errcode to a token fetch, a quota
+// refusal with when to come back: WeChat's words, so SDKs handle them as
+// they would from WeChat), everything else 502 errcode -1.
 func asWeChatError(err error) *wechat.Error {
 	var e *wechat.Error
 	if errors.As(err, &e) {
@@ -77,16 +77,6 @@ func asWeChatError(err error) *wechat.Error {
 			return &c
 		}
 		return e
-	}
-	var refusal *quota.Refusal
-	if errors.As(err, &refusal) {
-		return &wechat.Error{Status: http.StatusOK, Code: refusal.Code, Msg: refusal.Msg, RetryAfter: refusal.RetryAfter}
-	}
-	var ae *token.APIError
-	if errors.As(err, &ae) {
-		// No token because fetching keeps failing with an errcode: WeChat's
-		// own words, so SDKs handle it as they would from WeChat.
-		return wechat.Errorf(wechat.Errcode(ae.Code), ae.Msg)
 	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {

@@ -5,34 +5,15 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/wxa-sidecar/wxa-sidecar/internal/testclock"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
-
-// testClock is the proxy's clock in tests that need cool-downs to end at
-// a known instant.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 // 18:30:15 in China, where WeChat's days begin.
 var (
@@ -117,9 +98,9 @@ func TestLifetimeCapRefusesOnlyThatRequest(t *testing.T) {
 
 // A refusal is remembered for CACHE_TTL, no longer: WeChat may lift it.
 func TestLifetimeRefusalExpires(t *testing.T) {
-	clock := &testClock{t: quotaBase}
+	clock := testclock.New(quotaBase)
 	h := newHarness(t, harnessOptions{fakeOpt: wechattest.Options{LifetimeCap: 1},
-		now: clock.now, cacheTTL: time.Hour})
+		now: clock.Now, cacheTTL: time.Hour})
 	h.postJSON(pathQRCode, `{"path":"pages/a"}`)
 	h.postJSON(pathQRCode, `{"path":"pages/b"}`)
 	calls := h.fake.Calls(pathQRCode)
@@ -127,12 +108,12 @@ func TestLifetimeRefusalExpires(t *testing.T) {
 	if got := h.fake.Calls(pathQRCode) - calls; got != 0 {
 		t.Fatalf("the refusal was not remembered: %d upstream calls", got)
 	}
-	clock.set(quotaBase.Add(time.Hour - time.Second))
+	clock.Set(quotaBase.Add(time.Hour - time.Second))
 	h.postJSON(pathQRCode, `{"path":"pages/b"}`)
 	if got := h.fake.Calls(pathQRCode) - calls; got != 0 {
 		t.Fatalf("the refusal was forgotten before CACHE_TTL: %d upstream calls", got)
 	}
-	clock.set(quotaBase.Add(time.Hour))
+	clock.Set(quotaBase.Add(time.Hour))
 	if resp := h.postJSON(pathQRCode, `{"path":"pages/b"}`); resp.errcode() != errcodeLifetimeQuota {
 		t.Errorf("body %s, want WeChat's 45029", resp.body)
 	}
@@ -144,8 +125,8 @@ func TestLifetimeRefusalExpires(t *testing.T) {
 // getwxacode's daily cap of 10,000 answers 45009: the endpoint cools down
 // until midnight China time and says so in Retry-After.
 func TestDailyCapOnGetwxacodeStartsCooldown(t *testing.T) {
-	clock := &testClock{t: quotaBase}
-	h := newHarness(t, harnessOptions{cache: true, now: clock.now})
+	clock := testclock.New(quotaBase)
+	h := newHarness(t, harnessOptions{cache: true, now: clock.Now})
 	h.fake.FailNextErrcode(pathWxacode, 1, errcodeDailyQuota)
 	if resp := h.postJSON(pathWxacode, `{"path":"pages/a"}`); resp.errcode() != errcodeDailyQuota {
 		t.Fatalf("body %s, want WeChat's 45009", resp.body)
@@ -162,7 +143,7 @@ func TestDailyCapOnGetwxacodeStartsCooldown(t *testing.T) {
 	if got := resp.header.Get("Retry-After"); got != want {
 		t.Errorf("Retry-After %q, want %q (seconds to midnight China time)", got, want)
 	}
-	clock.set(midnightChina)
+	clock.Set(midnightChina)
 	if resp := h.postJSON(pathWxacode, `{"path":"pages/other"}`); !isImage(resp) {
 		t.Errorf("after midnight: status %d body %s, want the image", resp.status, truncate(resp.body, 100))
 	}
@@ -207,8 +188,8 @@ func TestErrcodeAnswerIsAlwaysLabelledJSON(t *testing.T) {
 
 // A client told when to come back can pace itself.
 func TestLocalQuotaAnswersCarryRetryAfter(t *testing.T) {
-	clock := &testClock{t: quotaBase}
-	h := newHarness(t, harnessOptions{cache: true, now: clock.now,
+	clock := testclock.New(quotaBase)
+	h := newHarness(t, harnessOptions{cache: true, now: clock.Now,
 		quota: quota.Options{Default: quota.Limit{Rate: 0.01, Burst: 1}}}) // one slot per 100 s
 	h.currentToken(demoApp)
 	for _, path := range []string{"/wxa/msg_sec_check", pathUnlimited} {
@@ -232,8 +213,8 @@ func TestLocalQuotaAnswersCarryRetryAfter(t *testing.T) {
 // GET /qrcode relays WeChat's own 45009 with the end of the cool-down it
 // starts, not a fixed minute.
 func TestQRCodeRetryAfterIsTheCooldownsEnd(t *testing.T) {
-	clock := &testClock{t: quotaBase}
-	h := newHarness(t, harnessOptions{cache: true, now: clock.now})
+	clock := testclock.New(quotaBase)
+	h := newHarness(t, harnessOptions{cache: true, now: clock.Now})
 	h.fake.FailNextErrcode(pathUnlimited, 1, errcodeDailyQuota)
 	resp := h.get("/qrcode?scene=first")
 	// On getwxacodeunlimit the first 45009 may be the per-minute limit.
@@ -242,7 +223,7 @@ func TestQRCodeRetryAfterIsTheCooldownsEnd(t *testing.T) {
 			resp.status, resp.header.Get("Retry-After"))
 	}
 	next := quotaBase.Truncate(time.Minute).Add(time.Minute + time.Second)
-	clock.set(next)
+	clock.Set(next)
 	h.fake.FailNextErrcode(pathUnlimited, 1, errcodeDailyQuota)
 	resp = h.get("/qrcode?scene=second")
 	want := strconv.Itoa(int(midnightChina.Sub(next) / time.Second))

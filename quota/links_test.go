@@ -3,6 +3,7 @@ package quota
 import (
 	"testing"
 
+	"github.com/wxa-sidecar/wxa-sidecar/internal/testclock"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
@@ -12,8 +13,8 @@ import (
 func TestLinksDailyQuotaClosesSchemeAndURLLinkTogether(t *testing.T) {
 	scheme, urllink := Key{"wxapp", wechat.PathScheme}, Key{"wxapp", wechat.PathURLLink}
 	for _, observed := range []Key{scheme, urllink} {
-		c, r := &clock{t: base}, &recorder{}
-		l := testLocal(t, Options{}, c, r, &timers{})
+		c, r := testclock.New(base), &recorder{}
+		l := testLocal(t, Options{}, c, r, &testclock.Timers{})
 		l.Observe(t.Context(), observed, wechat.LinksDailyQuota)
 		for _, k := range []Key{scheme, urllink} {
 			rf := asRefusal(t, l.Admit(t.Context(), k))

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxa-sidecar/wxa-sidecar/internal/testclock"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
@@ -23,25 +24,6 @@ var (
 	wxacodeKey   = Key{demoApp, wechat.PathWxacode}
 	secCheckKey  = Key{demoApp, "/wxa/msg_sec_check"}
 )
-
-// clock is a Local's Options.Now in tests that drive time through the
-// exported methods.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 // recorder is a Local's Hooks: what the metrics would have seen.
 type recorder struct {
@@ -70,62 +52,14 @@ func (r *recorder) gaugeOf(k Key) float64 {
 	return 0
 }
 
-// timers replaces time.AfterFunc: nothing fires until the test says so.
-type timers struct {
-	mu      sync.Mutex
-	pending []*fakeTimer
-}
-
-type fakeTimer struct {
-	d       time.Duration
-	f       func()
-	stopped bool
-}
-
-func (ts *timers) afterFunc(d time.Duration, f func()) func() bool {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	t := &fakeTimer{d: d, f: f}
-	ts.pending = append(ts.pending, t)
-	return func() bool {
-		ts.mu.Lock()
-		defer ts.mu.Unlock()
-		was := !t.stopped
-		t.stopped = true
-		return was
-	}
-}
-
-// live returns the timers neither stopped nor fired.
-func (ts *timers) live() []*fakeTimer {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	var out []*fakeTimer
-	for _, t := range ts.pending {
-		if !t.stopped {
-			out = append(out, t)
-		}
-	}
-	return out
-}
-
-// fire runs t's func as its timer would, stopped or not: a timer that
-// fires while it is being stopped must do no harm either.
-func (ts *timers) fire(t *fakeTimer) {
-	ts.mu.Lock()
-	t.stopped = true
-	ts.mu.Unlock()
-	t.f()
-}
-
 // testLocal is a Local on c's clock whose cool-down timers are ts and whose
 // hooks report to r.
-func testLocal(t *testing.T, o Options, c *clock, r *recorder, ts *timers) *Local {
+func testLocal(t *testing.T, o Options, c *testclock.Clock, r *recorder, ts *testclock.Timers) *Local {
 	t.Helper()
-	o.Now = c.now
+	o.Now = c.Now
 	o.Hooks = r.hooks()
 	l := NewLocal(o)
-	l.afterFunc = ts.afterFunc
+	l.afterFunc = ts.AfterFunc
 	t.Cleanup(l.Close)
 	return l
 }
@@ -150,8 +84,8 @@ func asRefusal(t *testing.T, err error) *Refusal {
 }
 
 func TestRateLimitBoundsUpstreamCalls(t *testing.T) {
-	c, r := &clock{t: base}, &recorder{}
-	l := testLocal(t, Options{Default: Limit{Rate: 5, Burst: 5}}, c, r, &timers{})
+	c, r := testclock.New(base), &recorder{}
+	l := testLocal(t, Options{Default: Limit{Rate: 5, Burst: 5}}, c, r, &testclock.Timers{})
 	admitted := 0
 	for range 40 {
 		err := l.admitAt(t.Context(), unlimitedKey, base, never)
@@ -193,7 +127,7 @@ func TestRateRefusalRetryAfterIsTheNextSlot(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := testLocal(t, Options{Default: tt.limit}, &clock{t: base}, &recorder{}, &timers{})
+			l := testLocal(t, Options{Default: tt.limit}, testclock.New(base), &recorder{}, &testclock.Timers{})
 			if err := l.admitAt(t.Context(), secCheckKey, base, never); err != nil {
 				t.Fatalf("first call: %v", err)
 			}
@@ -207,7 +141,7 @@ func TestRateRefusalRetryAfterIsTheNextSlot(t *testing.T) {
 
 func TestRateLimitWaitsWithinMaxWait(t *testing.T) {
 	r := &recorder{}
-	l := testLocal(t, Options{Default: Limit{Rate: 20, Burst: 1}, MaxWait: 2 * time.Second}, &clock{t: base}, r, &timers{})
+	l := testLocal(t, Options{Default: Limit{Rate: 20, Burst: 1}, MaxWait: 2 * time.Second}, testclock.New(base), r, &testclock.Timers{})
 	var asked []time.Duration
 	timer := func(d time.Duration) (<-chan time.Time, func() bool) {
 		asked = append(asked, d)
@@ -232,7 +166,7 @@ func TestRateLimitWaitsWithinMaxWait(t *testing.T) {
 
 func TestZeroMaxWaitRefusesAtOnce(t *testing.T) {
 	r := &recorder{}
-	l := testLocal(t, Options{Default: Limit{Rate: 1000, Burst: 1}}, &clock{t: base}, r, &timers{})
+	l := testLocal(t, Options{Default: Limit{Rate: 1000, Burst: 1}}, testclock.New(base), r, &testclock.Timers{})
 	l.admitAt(t.Context(), secCheckKey, base, never)
 	rf := asRefusal(t, l.admitAt(t.Context(), secCheckKey, base, never))
 	if rf.RetryAfter != time.Second {
@@ -245,7 +179,7 @@ func TestZeroMaxWaitRefusesAtOnce(t *testing.T) {
 
 // A caller that gives up while queueing hands its slot to the next one.
 func TestCancelledWaitReturnsTheSlot(t *testing.T) {
-	l := testLocal(t, Options{Default: Limit{Rate: 1, Burst: 1}, MaxWait: time.Second}, &clock{t: base}, &recorder{}, &timers{})
+	l := testLocal(t, Options{Default: Limit{Rate: 1, Burst: 1}, MaxWait: time.Second}, testclock.New(base), &recorder{}, &testclock.Timers{})
 	if err := l.admitAt(t.Context(), secCheckKey, base, never); err != nil {
 		t.Fatalf("first call: %v", err)
 	}
@@ -284,7 +218,7 @@ func TestCancelledWaitReturnsTheSlot(t *testing.T) {
 
 func TestZeroRateIsUnlimited(t *testing.T) {
 	r := &recorder{}
-	l := testLocal(t, Options{}, &clock{t: base}, r, &timers{})
+	l := testLocal(t, Options{}, testclock.New(base), r, &testclock.Timers{})
 	for i := range 1000 {
 		if err := l.admitAt(t.Context(), secCheckKey, base, never); err != nil {
 			t.Fatalf("call %d: %v, want every call admitted", i, err)
@@ -300,7 +234,7 @@ func TestZeroRateIsUnlimited(t *testing.T) {
 
 func TestEndpointsOverrideTheDefault(t *testing.T) {
 	endpoints := map[string]Limit{wechat.PathUnlimited: {Rate: 1, Burst: 2}, "/wxa/generatescheme": {Rate: 0}}
-	l := testLocal(t, Options{Default: Limit{Rate: 1, Burst: 1}, Endpoints: endpoints}, &clock{t: base}, &recorder{}, &timers{})
+	l := testLocal(t, Options{Default: Limit{Rate: 1, Burst: 1}, Endpoints: endpoints}, testclock.New(base), &recorder{}, &testclock.Timers{})
 	endpoints[wechat.PathUnlimited] = Limit{Rate: 1, Burst: 100} // the caller's map is not the gate's
 	admitted := func(k Key, n int) int {
 		ok := 0
@@ -327,8 +261,8 @@ func TestEndpointsOverrideTheDefault(t *testing.T) {
 }
 
 func TestQuotaErrcodeStopsUpstreamForThatEndpoint(t *testing.T) {
-	c, r := &clock{t: base}, &recorder{}
-	l := testLocal(t, Options{}, c, r, &timers{})
+	c, r := testclock.New(base), &recorder{}
+	l := testLocal(t, Options{}, c, r, &testclock.Timers{})
 	l.Observe(t.Context(), wxacodeKey, wechat.DailyQuota)
 	rf := asRefusal(t, l.Admit(t.Context(), wxacodeKey))
 	want := Refusal{Code: wechat.DailyQuota, Msg: "reach max api daily quota limit (wxa-sidecar cool-down)",
@@ -354,7 +288,7 @@ func TestQuotaErrcodeStopsUpstreamForThatEndpoint(t *testing.T) {
 }
 
 func TestMinuteCooldownSaysSo(t *testing.T) {
-	l := testLocal(t, Options{}, &clock{t: base}, &recorder{}, &timers{})
+	l := testLocal(t, Options{}, testclock.New(base), &recorder{}, &testclock.Timers{})
 	l.Observe(t.Context(), secCheckKey, wechat.MinuteQuota)
 	rf := asRefusal(t, l.Admit(t.Context(), secCheckKey))
 	want := Refusal{Code: wechat.MinuteQuota, Msg: "api minute-quota reach limit (wxa-sidecar cool-down)", RetryAfter: 45 * time.Second}
@@ -367,7 +301,7 @@ func TestMinuteCooldownSaysSo(t *testing.T) {
 // before: 45029 must not close the endpoint (the code path remembers it per
 // request).
 func TestLifetimeCapStartsNoCooldown(t *testing.T) {
-	c, r, ts := &clock{t: base}, &recorder{}, &timers{}
+	c, r, ts := testclock.New(base), &recorder{}, &testclock.Timers{}
 	var logs bytes.Buffer
 	l := testLocal(t, Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}, c, r, ts)
 	for _, code := range []wechat.Errcode{wechat.LifetimeQuota, wechat.OK, wechat.SystemBusy, wechat.InvalidCredential, wechat.NoPermission} {
@@ -376,8 +310,8 @@ func TestLifetimeCapStartsNoCooldown(t *testing.T) {
 	if err := l.Admit(t.Context(), wxacodeKey); err != nil {
 		t.Errorf("Admit after 45029: %v, want nil", err)
 	}
-	if _, ok := l.CooldownLeft(wxacodeKey); ok || len(r.cooldowns) != 0 || len(ts.live()) != 0 {
-		t.Errorf("a cool-down started: CooldownLeft %v, hooks %v, %d timers", ok, r.cooldowns, len(ts.live()))
+	if _, ok := l.CooldownLeft(wxacodeKey); ok || len(r.cooldowns) != 0 || len(ts.Live()) != 0 {
+		t.Errorf("a cool-down started: CooldownLeft %v, hooks %v, %d timers", ok, r.cooldowns, len(ts.Live()))
 	}
 	for _, s := range l.Status() {
 		if s.Cooldown {
@@ -405,31 +339,31 @@ func TestQuotaCooldownWindows(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, r, ts := &clock{t: base}, &recorder{}, &timers{}
+			c, r, ts := testclock.New(base), &recorder{}, &testclock.Timers{}
 			l := testLocal(t, Options{DailyCooldown: tt.cooldown}, c, r, ts)
 			k := Key{demoApp, tt.endpoint}
 			for i, code := range tt.errcodes {
 				if i > 0 {
 					// "Right after": the first cool-down has just ended.
 					left, _ := l.CooldownLeft(k)
-					c.set(c.now().Add(left + time.Second))
+					c.Set(c.Now().Add(left + time.Second))
 				}
 				l.Observe(t.Context(), k, code)
 			}
 			left, ok := l.CooldownLeft(k)
-			if !ok || !c.now().Add(left).Equal(tt.wantUntil) {
-				t.Errorf("cool-down until %v (active %v), want %v", c.now().Add(left), ok, tt.wantUntil)
+			if !ok || !c.Now().Add(left).Equal(tt.wantUntil) {
+				t.Errorf("cool-down until %v (active %v), want %v", c.Now().Add(left), ok, tt.wantUntil)
 			}
 			rf := asRefusal(t, l.Admit(t.Context(), k))
 			if rf.Code != tt.errcodes[len(tt.errcodes)-1] || rf.RetryAfter != left {
 				t.Errorf("Admit during the cool-down: %+v, want errcode %d and RetryAfter %v, what CooldownLeft says",
 					rf, tt.errcodes[len(tt.errcodes)-1], left)
 			}
-			c.set(tt.wantUntil.Add(-time.Nanosecond))
+			c.Set(tt.wantUntil.Add(-time.Nanosecond))
 			if err := l.Admit(t.Context(), k); err == nil {
 				t.Error("admitted a nanosecond before the window ends")
 			}
-			c.set(tt.wantUntil)
+			c.Set(tt.wantUntil)
 			if err := l.Admit(t.Context(), k); err != nil {
 				t.Errorf("Admit after the window: %v, want nil", err)
 			}
@@ -443,24 +377,24 @@ func TestQuotaCooldownWindows(t *testing.T) {
 // quota_cooldown_active goes back to 0 when a cool-down ends, and only
 // then: a cool-down replaced by a later one does not end it early.
 func TestCooldownHookReportsTheEnd(t *testing.T) {
-	c, r, ts := &clock{t: base}, &recorder{}, &timers{}
+	c, r, ts := testclock.New(base), &recorder{}, &testclock.Timers{}
 	l := testLocal(t, Options{}, c, r, ts)
 	l.Observe(t.Context(), unlimitedKey, wechat.DailyQuota) // a minute
-	first := ts.live()
-	if len(first) != 1 || first[0].d != 45*time.Second {
+	first := ts.Live()
+	if len(first) != 1 || first[0].D != 45*time.Second {
 		t.Fatalf("timers %v, want one for the 45 s to the next minute", first)
 	}
-	c.set(nextMinuteOf.Add(time.Second))
+	c.Set(nextMinuteOf.Add(time.Second))
 	l.Observe(t.Context(), unlimitedKey, wechat.DailyQuota) // the day
-	if live := ts.live(); len(live) != 1 || live[0] == first[0] || live[0].d != midnightChina.Sub(c.now()) {
+	if live := ts.Live(); len(live) != 1 || live[0] == first[0] || live[0].D != midnightChina.Sub(c.Now()) {
 		t.Fatalf("timers %v, want the first stopped and one to midnight China time", live)
 	}
 	// The replaced cool-down's timer may fire anyway (it raced its Stop).
-	ts.fire(first[0])
+	ts.Fire(first[0])
 	if got := r.gaugeOf(unlimitedKey); got != 1 {
 		t.Errorf("quota_cooldown_active %v after the replaced cool-down's timer, want 1", got)
 	}
-	ts.fire(ts.live()[0])
+	ts.Fire(ts.Live()[0])
 	if got := r.gaugeOf(unlimitedKey); got != 0 {
 		t.Errorf("quota_cooldown_active %v after the cool-down ended, want 0", got)
 	}
@@ -470,16 +404,16 @@ func TestCooldownHookReportsTheEnd(t *testing.T) {
 }
 
 func TestCloseStopsTheTimers(t *testing.T) {
-	c, r, ts := &clock{t: base}, &recorder{}, &timers{}
+	c, r, ts := testclock.New(base), &recorder{}, &testclock.Timers{}
 	l := testLocal(t, Options{}, c, r, ts)
 	l.Observe(t.Context(), wxacodeKey, wechat.DailyQuota)
 	l.Observe(t.Context(), unlimitedKey, wechat.MinuteQuota)
 	l.Close()
-	if live := ts.live(); len(live) != 0 {
+	if live := ts.Live(); len(live) != 0 {
 		t.Errorf("%d timers left after Close", len(live))
 	}
 	l.Observe(t.Context(), secCheckKey, wechat.MinuteQuota)
-	if live := ts.live(); len(live) != 0 {
+	if live := ts.Live(); len(live) != 0 {
 		t.Errorf("a timer started after Close")
 	}
 	if err := l.Admit(t.Context(), secCheckKey); err == nil {
@@ -489,7 +423,7 @@ func TestCloseStopsTheTimers(t *testing.T) {
 
 func TestCooldownIsLogged(t *testing.T) {
 	var logs bytes.Buffer
-	l := testLocal(t, Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}, &clock{t: base}, &recorder{}, &timers{})
+	l := testLocal(t, Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}, testclock.New(base), &recorder{}, &testclock.Timers{})
 	l.Observe(t.Context(), wxacodeKey, wechat.DailyQuota)
 	var line map[string]any
 	if err := json.Unmarshal(logs.Bytes(), &line); err != nil {
@@ -509,14 +443,14 @@ func TestCooldownIsLogged(t *testing.T) {
 }
 
 func TestStatusShowsBucketsAndCooldowns(t *testing.T) {
-	c := &clock{t: base}
-	l := testLocal(t, Options{Default: Limit{Rate: 2, Burst: 4}, Endpoints: map[string]Limit{wechat.PathQRCode: {}}}, c, &recorder{}, &timers{})
+	c := testclock.New(base)
+	l := testLocal(t, Options{Default: Limit{Rate: 2, Burst: 4}, Endpoints: map[string]Limit{wechat.PathQRCode: {}}}, c, &recorder{}, &testclock.Timers{})
 	l.Admit(t.Context(), wxacodeKey)
 	l.Admit(t.Context(), Key{demoApp, wechat.PathQRCode})
 	l.Admit(t.Context(), Key{"wxa", wechat.PathWxacode})
 	l.Observe(t.Context(), unlimitedKey, wechat.MinuteQuota) // a cool-down without a bucket
 	l.Observe(t.Context(), wxacodeKey, wechat.DailyQuota)
-	c.set(base.Add(500 * time.Millisecond))
+	c.Set(base.Add(500 * time.Millisecond))
 	want := []Status{
 		{App: "wxa", Endpoint: wechat.PathWxacode, Rate: 2, Burst: 4, SlotsAvailable: 4},
 		{App: demoApp, Endpoint: wechat.PathQRCode},
@@ -532,7 +466,7 @@ func TestStatusShowsBucketsAndCooldowns(t *testing.T) {
 	if got := l.Status(); !slices.EqualFunc(got, want, sameStatus) {
 		t.Errorf("Status\n got %+v\nwant %+v", got, want)
 	}
-	c.set(nextMinuteOf)
+	c.Set(nextMinuteOf)
 	if got := l.Status(); len(got) != 3 {
 		t.Errorf("Status after the minute's cool-down ended: %+v, want it gone", got)
 	}
@@ -557,7 +491,7 @@ func TestStatusShowsBucketsAndCooldowns(t *testing.T) {
 // they admit a call or a quota errcode: asking about a key, or an answer
 // that starts no cool-down, grows nothing.
 func TestStateIsBoundedByTheKeysPassed(t *testing.T) {
-	l := testLocal(t, Options{Default: Limit{Rate: 1, Burst: 1}}, &clock{t: base}, &recorder{}, &timers{})
+	l := testLocal(t, Options{Default: Limit{Rate: 1, Burst: 1}}, testclock.New(base), &recorder{}, &testclock.Timers{})
 	for i := range 100 {
 		k := Key{demoApp, strings.Repeat("x", i)}
 		l.CooldownLeft(k)

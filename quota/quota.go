@@ -6,7 +6,8 @@
 //
 // It decides, it never sends: it never imports net/http nor prometheus.
 // Metrics reach it through Hooks, as they reach token/ and cache/, and the
-// HTTP surfaces render a *Refusal as they see fit. 45029 (the lifetime cap)
+// HTTP surfaces render a *Refusal, which unwraps to a *wechat.Error, as
+// they see fit. 45029 (the lifetime cap)
 // is not its business: it refuses one parameter set, never an endpoint, and
 // the code path remembers it per request.
 //
@@ -35,6 +36,14 @@ type Key struct {
 // Refusal is a call not let upstream: WeChat's quota errcode and errmsg to
 // answer the caller with locally, and how long until asking again can
 // succeed (the end of the cool-down, or the next free rate-limit slot).
+//
+// It unwraps to the same answer as a *wechat.Error, the one error type the
+// renderers read. It stays a type of its own because it says one thing a
+// *wechat.Error cannot: nothing went upstream. WeChat's own quota answers
+// are *wechat.Error too, with the same errcodes, and callers branch on the
+// difference: the public port gives a client's slot back only for a
+// refusal, and the fleet's failure marker never hands a refusal (this
+// replica's limits, or one caller's) to another replica's callers.
 type Refusal struct {
 	Code       wechat.Errcode
 	Msg        string
@@ -42,6 +51,13 @@ type Refusal struct {
 }
 
 func (r *Refusal) Error() string { return "quota: " + r.Msg }
+
+// Unwrap is the refusal in WeChat's words. Its Status is 0: an answer the
+// sidecar gives instead of WeChat's, sent with 200 as WeChat's would be
+// and never shared as another call's answer (see wechat.Error.Status).
+func (r *Refusal) Unwrap() error {
+	return &wechat.Error{Code: r.Code, Msg: r.Msg, RetryAfter: r.RetryAfter}
+}
 
 // RateRefusal is the refusal of a call that found no rate-limit slot free
 // within the maximum wait, delay being how long it would have queued: 45011
@@ -91,10 +107,6 @@ type Cooldown struct {
 	// in a row is the day's.
 	Strikes int
 }
-
-// chinaTime is UTC+8, where WeChat's days begin; a fixed zone, so no tz
-// database is needed in a distroless image.
-var chinaTime = time.FixedZone("UTC+8", 8*60*60)
 
 // NextCooldown is the cool-down policy: the cool-down WeChat's answer code
 // for endpoint at now starts, given the endpoint's previous cool-down (nil
@@ -148,8 +160,7 @@ func endOfDay(now time.Time, daily time.Duration) time.Time {
 	if daily > 0 {
 		return now.Add(daily)
 	}
-	c := now.In(chinaTime)
-	return time.Date(c.Year(), c.Month(), c.Day()+1, 0, 0, 0, 0, chinaTime)
+	return wechat.NextMidnight(now)
 }
 
 func nextMinute(now time.Time) time.Time { return now.Truncate(time.Minute).Add(time.Minute) }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxa-sidecar/wxa-sidecar/internal/testclock"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
@@ -38,7 +39,7 @@ func TestShareDividesEveryLimitAmongTheFleet(t *testing.T) {
 
 // A Local made from Share(3) of a burst of 6 lets 2 calls through at once.
 func TestLocalAtItsShareAdmitsItsPartOfTheBurst(t *testing.T) {
-	l := testLocal(t, Options{Default: Limit{Rate: 0.01, Burst: 6}}.Share(3), &clock{t: base}, &recorder{}, &timers{})
+	l := testLocal(t, Options{Default: Limit{Rate: 0.01, Burst: 6}}.Share(3), testclock.New(base), &recorder{}, &testclock.Timers{})
 	admitted := 0
 	for range 10 {
 		if l.Admit(t.Context(), wxacodeKey) == nil {
@@ -51,7 +52,7 @@ func TestLocalAtItsShareAdmitsItsPartOfTheBurst(t *testing.T) {
 }
 
 func TestAdoptedCooldownRefusesAndNeverShortens(t *testing.T) {
-	c, r, ts := &clock{t: base}, &recorder{}, &timers{}
+	c, r, ts := testclock.New(base), &recorder{}, &testclock.Timers{}
 	l := testLocal(t, Options{}, c, r, ts)
 	day := Cooldown{Code: wechat.DailyQuota, Until: midnightChina}
 	l.Adopt(wxacodeKey, day)
@@ -71,15 +72,15 @@ func TestAdoptedCooldownRefusesAndNeverShortens(t *testing.T) {
 	if want := []bool{true}; !slices.Equal(r.cooldowns[wxacodeKey], want) {
 		t.Errorf("Cooldown hook calls %v, want %v (reported once)", r.cooldowns[wxacodeKey], want)
 	}
-	if live := ts.live(); len(live) != 1 || live[0].d != midnightChina.Sub(base) {
+	if live := ts.Live(); len(live) != 1 || live[0].D != midnightChina.Sub(base) {
 		t.Errorf("timers %v, want one to the end of the adopted cool-down", live)
 	}
-	ts.fire(ts.live()[0])
+	ts.Fire(ts.Live()[0])
 	if r.gaugeOf(wxacodeKey) != 0 {
 		t.Error("the adopted cool-down's end was not reported")
 	}
 	// A longer one replaces it.
-	c.set(nextMinuteOf)
+	c.Set(nextMinuteOf)
 	l.Adopt(unlimitedKey, Cooldown{Code: wechat.DailyQuota, Until: nextMinuteOf.Add(time.Minute), Strikes: 1})
 	l.Adopt(unlimitedKey, Cooldown{Code: wechat.DailyQuota, Until: midnightChina, Strikes: 2})
 	if got, _ := l.Cooldown(unlimitedKey); got.Strikes != 2 || !got.Until.Equal(midnightChina) {

@@ -92,7 +92,7 @@ func pageOf(r StatusReport, recent []interval, now time.Time) (statusPageData, e
 	for _, a := range r.Apps {
 		v := appView{App: a.AppID, Mode: string(a.Mode), Store: a.Store, NoToken: !a.HasToken,
 			Fetches: count(float64(a.Fetches)), Errors: count(float64(a.FetchErrors)),
-			Adopted: count(float64(a.Adopted)), ForceRefreshes: strconv.Itoa(a.ForceRefreshes24h),
+			Adopted: count(float64(a.Adopted)), ForceRefreshes: strconv.Itoa(a.ForceRefreshesToday),
 			LastError: a.LastError}
 		if a.HasToken {
 			v.Token = a.TokenPrefix + "…"
@@ -271,9 +271,6 @@ func cacheResultWords(result string, n float64) string {
 	return strings.ReplaceAll(result, "_", " ")
 }
 
-// chinaTime is WeChat's zone, where quota days end.
-var chinaTime = time.FixedZone("UTC+8", 8*60*60)
-
 // instant is t as a person reads it: how long ago or ahead, then the
 // local time and WeChat's (UTC+8), to the second.
 func instant(t, now time.Time) string {
@@ -281,7 +278,7 @@ func instant(t, now time.Time) string {
 		return "—"
 	}
 	local := t.Local().Format("2006-01-02 15:04:05 MST")
-	china := t.In(chinaTime).Format("15:04:05")
+	china := t.In(wechat.ChinaTime).Format("15:04:05")
 	if t.Equal(now) {
 		return local + " (" + china + " UTC+8)"
 	}

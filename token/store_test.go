@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
@@ -279,7 +280,7 @@ func TestForceRefreshLimitIsCountedAcrossManagersSharingAStore(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i := range forceRefreshesPerDay {
+	for i := range wechat.ForceRefreshesPerDay {
 		a, b := managers[i%2], managers[1-i%2]
 		tok, _ := a.Token(context.Background())
 		next, err := a.Invalidate(context.Background(), tok.Value)
@@ -294,13 +295,13 @@ func TestForceRefreshLimitIsCountedAcrossManagersSharingAStore(t *testing.T) {
 		// WeChat calls the new token dead too, within 30 s of a's force
 		// refresh: the other manager must not force another.
 		want := "under 30s ago"
-		if i == forceRefreshesPerDay-1 {
+		if i == wechat.ForceRefreshesPerDay-1 {
 			want = "20 force refreshes" // checked first
 		}
 		if _, err := b.Invalidate(context.Background(), next.Value); err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("force refresh %d: a second manager forced within 30s of the first: %v", i+1, err)
 		}
-		f.clock.Advance(forceRefreshSpacing + time.Second)
+		f.clock.Advance(wechat.ForceRefreshSpacing + time.Second)
 	}
 	for _, m := range managers {
 		tok, _ := m.Token(context.Background())
@@ -308,11 +309,11 @@ func TestForceRefreshLimitIsCountedAcrossManagersSharingAStore(t *testing.T) {
 			t.Errorf("force refresh 21 within a day: %v, want refused", err)
 		}
 	}
-	if fs.forced != forceRefreshesPerDay {
-		t.Errorf("WeChat saw %d force refreshes from two managers, want %d", fs.forced, forceRefreshesPerDay)
+	if fs.forced != wechat.ForceRefreshesPerDay {
+		t.Errorf("WeChat saw %d force refreshes from two managers, want %d", fs.forced, wechat.ForceRefreshesPerDay)
 	}
-	if n := managers[0].Status().ForceRefreshes24h + managers[1].Status().ForceRefreshes24h; n != forceRefreshesPerDay {
-		t.Errorf("the managers' Status counts %d force refreshes, want %d", n, forceRefreshesPerDay)
+	if n := managers[0].Status().ForceRefreshesToday + managers[1].Status().ForceRefreshesToday; n != wechat.ForceRefreshesPerDay {
+		t.Errorf("the managers' Status counts %d force refreshes, want %d", n, wechat.ForceRefreshesPerDay)
 	}
 }
 
@@ -396,7 +397,7 @@ func testForceLimitKeptLocally(t *testing.T, store Store) {
 	defer srv.Close()
 	f := newFixture(t, ModeStable, func(o *Options) { o.BaseURL, o.Store = srv.URL, store })
 	tok, _ := f.m.Token(context.Background())
-	for i := range forceRefreshesPerDay {
+	for i := range wechat.ForceRefreshesPerDay {
 		next, err := f.m.Invalidate(context.Background(), tok.Value)
 		if err != nil || next.Value == tok.Value {
 			t.Fatalf("force refresh %d with the store down: %v", i+1, err)
@@ -405,13 +406,13 @@ func testForceLimitKeptLocally(t *testing.T, store Store) {
 			t.Fatal("with the store down, a second force refresh within 30s was allowed")
 		}
 		tok = next
-		f.clock.Advance(forceRefreshSpacing + time.Second)
+		f.clock.Advance(wechat.ForceRefreshSpacing + time.Second)
 	}
 	if _, err := f.m.Invalidate(context.Background(), tok.Value); err == nil || !strings.Contains(err.Error(), "20 force refreshes") {
 		t.Errorf("force refresh 21 with the store down: %v, want refused", err)
 	}
-	if fs.forced != forceRefreshesPerDay {
-		t.Errorf("WeChat saw %d force refreshes, want %d", fs.forced, forceRefreshesPerDay)
+	if fs.forced != wechat.ForceRefreshesPerDay {
+		t.Errorf("WeChat saw %d force refreshes, want %d", fs.forced, wechat.ForceRefreshesPerDay)
 	}
 }
 
@@ -495,36 +496,6 @@ func TestStatusNamesTheStore(t *testing.T) {
 	if s := m.Status(); s.Store != "*token.downStore" {
 		t.Errorf("Status.Store %q, want the store's type", s.Store)
 	}
-}
-
-func TestMemoryStoreLeaseIsHeldUntilUnlocked(t *testing.T) {
-	s := NewMemoryStore()
-	unlock, err := s.Lock(context.Background(), "wx1", time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if _, err := s.Lock(ctx, "wx1", time.Minute); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("a second Lock while held: %v, want the context's deadline", err)
-	}
-	if other, err := s.Lock(context.Background(), "wx2", time.Minute); err != nil {
-		t.Fatalf("another app's lease: %v", err)
-	} else {
-		other(context.Background())
-	}
-	unlock(context.Background())
-	unlock(context.Background()) // a second unlock must not free someone else's lease
-	again, err := s.Lock(context.Background(), "wx1", time.Minute)
-	if err != nil {
-		t.Fatalf("Lock after unlock: %v", err)
-	}
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel2()
-	if _, err := s.Lock(ctx2, "wx1", time.Minute); err == nil {
-		t.Fatal("a double unlock freed the lease its next holder took")
-	}
-	again(context.Background())
 }
 
 func TestClassicManagersKeepTheFleetsTokenWhileTheStoreIsDown(t *testing.T) {

@@ -16,62 +16,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxa-sidecar/wxa-sidecar/internal/testclock"
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
-// clock is a fake time source shared by the manager and the fake WeChat.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// timers stands in for time.After: Run's every wait arrives on calls, and
-// the test decides when it ends.
-type timers struct{ calls chan timerCall }
-
-type timerCall struct {
-	d    time.Duration
-	fire chan time.Time
-}
-
-func newTimers() *timers { return &timers{calls: make(chan timerCall, 1)} }
-
-func (ts *timers) After(d time.Duration) <-chan time.Time {
-	c := timerCall{d: d, fire: make(chan time.Time, 1)}
-	ts.calls <- c
-	return c.fire
-}
-
-// next returns Run's next wait.
-func (ts *timers) next(t *testing.T) timerCall {
-	t.Helper()
-	select {
-	case c := <-ts.calls:
-		return c
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not wait again")
-		return timerCall{}
-	}
-}
+// newClock is the tests' clock, shared by the manager and the fake WeChat.
+func newClock() *testclock.Clock { return testclock.New(time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)) }
 
 type fixture struct {
 	fake   *wechattest.Server
-	clock  *clock
-	timers *timers
+	clock  *testclock.Clock
+	timers *testclock.Waits
 	logs   *wechattest.LogBuffer
 	m      *Manager
 }
@@ -85,7 +41,7 @@ func newFixture(t *testing.T, mode Mode, mutate func(*Options)) *fixture {
 // fakeOpts (its clock is always the fixture's).
 func newFixtureWithFake(t *testing.T, mode Mode, fakeOpts wechattest.Options, mutate func(*Options)) *fixture {
 	t.Helper()
-	f := &fixture{clock: newClock(), timers: newTimers(), logs: &wechattest.LogBuffer{}}
+	f := &fixture{clock: newClock(), timers: testclock.NewWaits(), logs: &wechattest.LogBuffer{}}
 	fakeOpts.Now = f.clock.Now
 	f.fake = wechattest.NewServer(fakeOpts)
 	t.Cleanup(f.fake.Close)
@@ -152,19 +108,19 @@ func TestRefreshesBeforeExpiry(t *testing.T) {
 			f := newFixture(t, mode, nil)
 			path := map[Mode]string{ModeStable: "/cgi-bin/stable_token", ModeClassic: "/cgi-bin/token"}[mode]
 			f.run(t)
-			first := f.timers.next(t)
-			if first.d != 0 {
-				t.Errorf("first wait %v, want an immediate fetch", first.d)
+			first := f.timers.Next(t)
+			if first.D != 0 {
+				t.Errorf("first wait %v, want an immediate fetch", first.D)
 			}
-			first.fire <- f.clock.Now()
-			wait := f.timers.next(t)
+			first.Fire(f.clock.Now())
+			wait := f.timers.Next(t)
 			old, _ := f.m.Token(context.Background())
-			if want := 7200*time.Second - DefaultRefreshMargin; wait.d != want {
-				t.Errorf("next refresh in %v, want %v (expiry minus the margin)", wait.d, want)
+			if want := 7200*time.Second - DefaultRefreshMargin; wait.D != want {
+				t.Errorf("next refresh in %v, want %v (expiry minus the margin)", wait.D, want)
 			}
-			f.clock.Advance(wait.d)
-			wait.fire <- f.clock.Now()
-			f.timers.next(t) // the refresh is done
+			f.clock.Advance(wait.D)
+			wait.Fire(f.clock.Now())
+			f.timers.Next(t) // the refresh is done
 			calls := f.fake.Calls(path)
 			tok, err := f.m.Token(context.Background())
 			if err != nil {
@@ -199,14 +155,14 @@ func TestSameTokenInsideMarginDoesNotLoop(t *testing.T) {
 	f := newFixture(t, ModeStable, func(o *Options) { o.BaseURL = sameTokenServer(t, 60, &calls) })
 	f.run(t)
 	for i := range 5 {
-		w := f.timers.next(t)
-		if i > 0 && w.d < 5*time.Second {
-			t.Fatalf("wait %d is %v: a token inside the margin makes Run spin", i, w.d)
+		w := f.timers.Next(t)
+		if i > 0 && w.D < 5*time.Second {
+			t.Fatalf("wait %d is %v: a token inside the margin makes Run spin", i, w.D)
 		}
-		f.clock.Advance(w.d)
-		w.fire <- f.clock.Now()
+		f.clock.Advance(w.D)
+		w.Fire(f.clock.Now())
 	}
-	f.timers.next(t)
+	f.timers.Next(t)
 	if got := calls.Load(); got != 5 {
 		t.Errorf("%d fetches for 5 timer firings, want 5", got)
 	}
@@ -280,7 +236,7 @@ func TestForceRefreshOnlyWhenNormalFetchReturnsTheDeadToken(t *testing.T) {
 	defer srv.Close()
 	f := newFixture(t, ModeStable, func(o *Options) { o.BaseURL = srv.URL })
 	tok, _ := f.m.Token(context.Background())
-	for i := range forceRefreshesPerDay {
+	for i := range wechat.ForceRefreshesPerDay {
 		next, err := f.m.Invalidate(context.Background(), tok.Value)
 		if err != nil || next.Value == tok.Value {
 			t.Fatalf("force refresh %d: %v", i+1, err)
@@ -290,20 +246,20 @@ func TestForceRefreshOnlyWhenNormalFetchReturnsTheDeadToken(t *testing.T) {
 			t.Fatalf("a second force refresh within 30s was allowed")
 		}
 		tok = next
-		f.clock.Advance(forceRefreshSpacing + time.Second)
+		f.clock.Advance(wechat.ForceRefreshSpacing + time.Second)
 	}
 	if _, err := f.m.Invalidate(context.Background(), tok.Value); err == nil || !strings.Contains(err.Error(), "20 force refreshes") {
 		t.Errorf("force refresh 21 within a day: %v, want refused", err)
 	}
-	if fs.forced != forceRefreshesPerDay {
-		t.Errorf("WeChat saw %d force refreshes, want %d", fs.forced, forceRefreshesPerDay)
+	if fs.forced != wechat.ForceRefreshesPerDay {
+		t.Errorf("WeChat saw %d force refreshes, want %d", fs.forced, wechat.ForceRefreshesPerDay)
 	}
 	f.clock.Advance(24 * time.Hour)
 	if _, err := f.m.Invalidate(context.Background(), tok.Value); err != nil {
 		t.Errorf("a day later: %v, want allowed again", err)
 	}
-	if s := f.m.Status(); s.ForceRefreshes24h != 1 {
-		t.Errorf("Status.ForceRefreshes24h %d, want 1", s.ForceRefreshes24h)
+	if s := f.m.Status(); s.ForceRefreshesToday != 1 {
+		t.Errorf("Status.ForceRefreshesToday %d, want 1", s.ForceRefreshesToday)
 	}
 }
 
@@ -316,18 +272,18 @@ func TestFetchFailureKeepsValidTokenAndBacksOff(t *testing.T) {
 		}
 	}
 	f.run(t)
-	w := f.timers.next(t)
-	w.fire <- f.clock.Now()
-	w = f.timers.next(t)
+	w := f.timers.Next(t)
+	w.Fire(f.clock.Now())
+	w = f.timers.Next(t)
 	good, _ := f.m.Token(context.Background())
 	f.fake.FailNext("/cgi-bin/stable_token", 100, wechattest.FaultHTTP500)
-	f.clock.Advance(w.d)
+	f.clock.Advance(w.D)
 	var waits []time.Duration
 	for range 4 {
-		w.fire <- f.clock.Now()
-		w = f.timers.next(t)
-		waits = append(waits, w.d)
-		f.clock.Advance(w.d)
+		w.Fire(f.clock.Now())
+		w = f.timers.Next(t)
+		waits = append(waits, w.D)
+		f.clock.Advance(w.D)
 	}
 	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}
 	for i := range want {
@@ -353,17 +309,22 @@ func TestFetchFailureKeepsValidTokenAndBacksOff(t *testing.T) {
 func TestBadSecretAtStartIsReportedAndRetried(t *testing.T) {
 	f := newFixture(t, ModeStable, func(o *Options) { o.Secret = "wrong-secret-value" })
 	_, err := f.m.Token(context.Background())
-	var ae *APIError
-	if !errors.As(err, &ae) || ae.Code != 40125 {
+	var ae *wechat.Error
+	if !errors.As(err, &ae) || ae.Code != wechat.InvalidSecret {
 		t.Fatalf("Token() error %v, want WeChat's 40125", err)
+	}
+	if ae.Status != 0 {
+		// A status would make it the answer to the caller's own call,
+		// which a replica may hand to another's callers.
+		t.Errorf("the errcode of a token fetch has Status %d, want 0", ae.Status)
 	}
 	f.run(t)
 	for range 3 {
-		w := f.timers.next(t)
-		f.clock.Advance(w.d)
-		w.fire <- f.clock.Now()
+		w := f.timers.Next(t)
+		f.clock.Advance(w.D)
+		w.Fire(f.clock.Now())
 	}
-	f.timers.next(t) // still running
+	f.timers.Next(t) // still running
 	logs := f.logs.String()
 	if !strings.Contains(logs, `"level":"ERROR"`) || !strings.Contains(logs, "secret is wrong") {
 		t.Errorf("a bad secret was not reported loudly: %s", logs)
@@ -454,8 +415,8 @@ func TestAFailedInvalidateIsRetriedAfterABackoff(t *testing.T) {
 	// The background refresh fetches and schedules the next refresh about
 	// two hours ahead.
 	f.run(t)
-	f.timers.next(t).fire <- f.clock.Now()
-	f.timers.next(t)
+	f.timers.Next(t).Fire(f.clock.Now())
+	f.timers.Next(t)
 	tok, err := f.m.Token(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
@@ -104,9 +105,9 @@ func TestHugeExpiresInIsClampedTo7200s(t *testing.T) {
 			// 9 300 000 000 s times time.Second overflows int64 nanoseconds.
 			f := newFixtureWithFake(t, mode, wechattest.Options{TokenExpiresIn: 9300000000}, nil)
 			f.run(t)
-			first := f.timers.next(t)
-			first.fire <- f.clock.Now()
-			wait := f.timers.next(t)
+			first := f.timers.Next(t)
+			first.Fire(f.clock.Now())
+			wait := f.timers.Next(t)
 
 			tok, err := f.m.Token(context.Background())
 			if err != nil {
@@ -115,8 +116,8 @@ func TestHugeExpiresInIsClampedTo7200s(t *testing.T) {
 			if want := f.clock.Now().Add(7200 * time.Second); !tok.Expiry.Equal(want) {
 				t.Errorf("Expiry %v, want %v (now + 7200s)", tok.Expiry, want)
 			}
-			if want := 7200*time.Second - DefaultRefreshMargin; wait.d != want {
-				t.Errorf("next background refresh in %v, want %v", wait.d, want)
+			if want := 7200*time.Second - DefaultRefreshMargin; wait.D != want {
+				t.Errorf("next background refresh in %v, want %v", wait.D, want)
 			}
 			f.clock.Advance(7200*time.Second - DefaultRefreshMargin - time.Second)
 			for range 20 {
@@ -156,19 +157,19 @@ func TestIPWhitelistRefusalIsNamedAndBackedOff(t *testing.T) {
 			f := newFixture(t, ModeStable, nil)
 			f.fake.FailNextErrcode("/cgi-bin/stable_token", 100, errcode)
 			_, err := f.m.Token(context.Background())
-			var ae *APIError
-			if !errors.As(err, &ae) || ae.Code != errcode {
+			var ae *wechat.Error
+			if !errors.As(err, &ae) || ae.Code != wechat.Errcode(errcode) {
 				t.Fatalf("Token() error %v, want WeChat's %d", err, errcode)
 			}
 			f.run(t)
 			var waits []time.Duration
 			for range 4 {
-				w := f.timers.next(t)
-				waits = append(waits, w.d)
-				f.clock.Advance(w.d)
-				w.fire <- f.clock.Now()
+				w := f.timers.Next(t)
+				waits = append(waits, w.D)
+				f.clock.Advance(w.D)
+				w.Fire(f.clock.Now())
 			}
-			f.timers.next(t) // the fourth attempt is done
+			f.timers.Next(t) // the fourth attempt is done
 			want := []time.Duration{0, time.Second, 2 * time.Second, 4 * time.Second}
 			for i := range want {
 				if waits[i] != want[i] {

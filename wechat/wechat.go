@@ -1,6 +1,7 @@
 // Package wechat is the sidecar's vocabulary of the WeChat server API: its
-// errcodes, the one error type every part answers with, and the names of
-// the endpoints the sidecar knows (see ../shared/WECHAT-API.md).
+// errcodes, the one error type every part answers with, WeChat's day
+// (ChinaTime) and its limit on force_refresh, and the names of the
+// endpoints the sidecar knows.
 //
 // It owns words, not behaviour, and never imports a package of ours: every
 // other package may import it.
@@ -93,10 +94,17 @@ func (c Errcode) IsQuota() bool {
 func (c Errcode) String() string { return strconv.Itoa(int(c)) }
 
 // Error is an answer in WeChat's words: an errcode and errmsg, the HTTP
-// status the sidecar sends it with on WeChat paths (200 for anything WeChat
-// itself would say; 4xx or 502 for the sidecar's own refusals) and, for a
-// quota, how long until asking again can succeed.
+// status the sidecar sends it with on WeChat paths and, for a quota, how
+// long until asking again can succeed. It is the one errcode type: the
+// token manager's failed fetch, a quota refusal (which unwraps to one) and
+// WeChat's answer to a call all read as a *Error.
 type Error struct {
+	// Status is 200 for WeChat's answer to the call itself, 4xx or 502
+	// for the sidecar's own refusals, and 0 for WeChat's words about
+	// something else than the call: the errcode of the token fetch it
+	// needed, or a quota refusal that kept it from WeChat. A renderer
+	// sends 0 with 200, as WeChat would; a replica never hands an answer
+	// with Status 0 to another replica's callers as theirs.
 	Status     int
 	Code       Errcode
 	Msg        string
