@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
+	"github.com/wxa-sidecar/wxa-sidecar/internal/neterr"
 	"github.com/wxa-sidecar/wxa-sidecar/seal"
 )
 
@@ -306,7 +307,7 @@ func (s *Store) do(ctx context.Context, op string, f func(context.Context) error
 		return d, err
 	}
 	result := ResultError
-	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+	if neterr.IsTimeout(err) {
 		result = ResultTimeout
 	}
 	s.report(op, result, d)
