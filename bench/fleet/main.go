@@ -3,8 +3,8 @@
 // Command fleet measures the shared tier (REDIS_URL) end to end, on
 // loopback: real processes of the sidecar (built once from this checkout),
 // one fake WeChat in this process (wechattest, where upstream calls are
-// counted), and one redis-server it starts itself (--save "" --appendonly
-// no, a free port), every process stopped by PID when it ends.
+// counted), and one redis-server (redistest.Launch: no persistence, a free
+// port), every process stopped by PID when it ends.
 //
 //	go run -tags fleetbench ./bench/fleet [-runs 3] [-codes 20] [-hits 2000] [-misses 300]
 //
@@ -60,6 +60,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/wxa-sidecar/wxa-sidecar/redistest"
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
@@ -121,7 +122,7 @@ type bench struct {
 	dir   string
 	bin   string
 	fake  *wechattest.Server
-	redis *redisServer
+	redis *redistest.Server
 	rdb   *redis.Client
 	scene int // a counter, so that every code asked is a fresh one
 	start time.Time
@@ -147,10 +148,10 @@ func newBench(ctx context.Context) (*bench, error) {
 		return b, fmt.Errorf("fleet: go build: %w\n%s", err, out)
 	}
 	b.fake = wechattest.NewServer(wechattest.Options{})
-	if b.redis, err = startRedis(ctx, b.dir); err != nil {
-		return b, err
+	if b.redis, err = redistest.Launch(b.dir, redistest.Options{}); err != nil {
+		return b, fmt.Errorf("fleet: %w", err)
 	}
-	b.rdb = redis.NewClient(&redis.Options{Addr: b.redis.addr})
+	b.rdb = redis.NewClient(&redis.Options{Addr: b.redis.Addr})
 	return b, nil
 }
 
@@ -159,7 +160,7 @@ func (b *bench) close() {
 		b.rdb.Close()
 	}
 	if b.redis != nil {
-		b.redis.stop()
+		b.redis.Stop()
 	}
 	if b.fake != nil {
 		b.fake.Close()
@@ -326,7 +327,7 @@ func (b *bench) economyOnce(ctx context.Context, cfg config, n int, after bool) 
 	var e economy
 	redisURL := ""
 	if after {
-		redisURL = b.redis.url
+		redisURL = b.redis.URL
 	}
 	fl, err := b.startFleet(ctx, n, redisURL)
 	defer fl.stop()
@@ -417,7 +418,7 @@ func (b *bench) l2AgainstL1(ctx context.Context, cfg config) error {
 	if err := b.flush(ctx); err != nil {
 		return err
 	}
-	fl, err := b.startFleet(ctx, 1+cfg.runs, b.redis.url)
+	fl, err := b.startFleet(ctx, 1+cfg.runs, b.redis.URL)
 	defer fl.stop()
 	if err != nil {
 		return err
@@ -580,7 +581,7 @@ func (b *bench) missesOnce(ctx context.Context, n int) (off, on, offL1, onL1 []t
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	withRedis, err := b.startFleet(ctx, 1, b.redis.url)
+	withRedis, err := b.startFleet(ctx, 1, b.redis.URL)
 	defer withRedis.stop()
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -817,44 +818,6 @@ feed:
 }
 
 // --- Redis --------------------------------------------------------------
-
-type redisServer struct {
-	cmd       *exec.Cmd
-	addr, url string
-}
-
-// startRedis runs redis-server on a free loopback port, without
-// persistence, and waits until it answers.
-func startRedis(ctx context.Context, dir string) (*redisServer, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	s := &redisServer{addr: addr, url: "redis://" + addr + "/0"}
-	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--loglevel", "warning")
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("fleet: redis-server (Debian: apt-get install redis-server): %w", err)
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer rdb.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if rdb.Ping(ctx).Err() == nil {
-			return s, nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	s.stop()
-	return nil, fmt.Errorf("fleet: redis-server did not answer on %s", addr)
-}
-
-func (s *redisServer) stop() {
-	s.cmd.Process.Kill()
-	s.cmd.Wait()
-}
 
 // flush empties Redis between runs, so no run finds another's entries.
 func (b *bench) flush(ctx context.Context) error {
