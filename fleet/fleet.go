@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -31,6 +30,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
+	"github.com/wxa-sidecar/wxa-sidecar/internal/neterr"
 	"github.com/wxa-sidecar/wxa-sidecar/seal"
 )
 
@@ -346,7 +346,7 @@ func (c *Client) Do(ctx context.Context, op string, f func(ctx context.Context) 
 		c.success()
 	default:
 		result := ResultError
-		if isTimeout(err) {
+		if neterr.IsTimeout(err) {
 			result = ResultTimeout
 		}
 		c.report(op, result, d)
@@ -390,11 +390,6 @@ func (c *Client) Lease(result string) {
 func isReply(err error) bool {
 	var re redis.Error
 	return errors.As(err, &re)
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // budget is one request's allowance of Redis failures: one.
