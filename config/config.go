@@ -6,7 +6,6 @@
 package config
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,7 +14,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -278,79 +276,6 @@ func (c *Config) validate() []error {
 	return p
 }
 
-// validateStore checks the durable store's variables and reads its key
-// files; the errors never carry what the files hold.
-func (c *Config) validateStore() []error {
-	var p []error
-	if c.StoreTimeout <= 0 {
-		p = append(p, fmt.Errorf("STORE_TIMEOUT: %s must be above 0", c.StoreTimeout))
-	}
-	if c.StoreTTL < 0 {
-		p = append(p, fmt.Errorf("STORE_TTL: %s must not be negative", c.StoreTTL))
-	}
-	if c.StoreMaxBytes <= 0 {
-		p = append(p, fmt.Errorf("STORE_MAX_BYTES: %d must be above 0", c.StoreMaxBytes))
-	}
-	if c.StoreURL == "" {
-		if c.StoreEndpoint != "" || c.StoreAccessKeyFile != "" || c.StoreSecretKeyFile != "" || c.StoreKeyFile != "" {
-			p = append(p, errors.New("STORE_ENDPOINT, STORE_ACCESS_KEY_FILE, STORE_SECRET_KEY_FILE, STORE_KEY_FILE: set STORE_URL too, or none"))
-		}
-		return p
-	}
-	u, err := url.Parse(c.StoreURL)
-	switch {
-	case err != nil:
-		p = append(p, errors.New("STORE_URL: does not parse; want file:///DIR or s3://BUCKET/PREFIX"))
-	case u.Scheme == "file":
-		if (u.Host != "" && u.Host != "localhost") || !strings.HasPrefix(u.Path, "/") || u.RawQuery != "" {
-			p = append(p, fmt.Errorf("STORE_URL: %q: want file:///ABSOLUTE/DIR (three slashes)", c.StoreURL))
-		}
-		if c.StoreEndpoint != "" || c.StoreAccessKeyFile != "" || c.StoreSecretKeyFile != "" {
-			p = append(p, errors.New("STORE_ENDPOINT, STORE_ACCESS_KEY_FILE, STORE_SECRET_KEY_FILE: for an s3:// STORE_URL only"))
-		}
-	case u.Scheme == "s3":
-		if u.Host == "" || u.User != nil || u.RawQuery != "" {
-			// Never echo it: someone may have put credentials in it.
-			p = append(p, errors.New("STORE_URL: want s3://BUCKET/PREFIX, credentials in STORE_ACCESS_KEY_FILE and STORE_SECRET_KEY_FILE"))
-		}
-		if c.StoreEndpoint != "" {
-			e, err := url.Parse(c.StoreEndpoint)
-			if err != nil || (e.Scheme != "http" && e.Scheme != "https") || e.Host == "" || strings.Trim(e.Path, "/") != "" || e.User != nil {
-				p = append(p, errors.New("STORE_ENDPOINT: want http(s)://HOST[:PORT], e.g. https://cos.ap-guangzhou.myqcloud.com"))
-			}
-		}
-	default:
-		p = append(p, errors.New("STORE_URL: want file:///DIR or s3://BUCKET/PREFIX"))
-	}
-	if (c.StoreAccessKeyFile == "") != (c.StoreSecretKeyFile == "") {
-		p = append(p, errors.New("STORE_ACCESS_KEY_FILE, STORE_SECRET_KEY_FILE: set both or neither"))
-	}
-	read := func(name, file string) string {
-		if file == "" {
-			return ""
-		}
-		b, err := os.ReadFile(file)
-		if err != nil {
-			p = append(p, fmt.Errorf("%s: cannot read %s: %w", name, file, errors.Unwrap(err)))
-			return ""
-		}
-		v := strings.TrimSpace(string(b))
-		if v == "" {
-			p = append(p, fmt.Errorf("%s: %s is empty", name, file))
-		}
-		return v
-	}
-	c.StoreAccessKey = read("STORE_ACCESS_KEY_FILE", c.StoreAccessKeyFile)
-	c.StoreSecretKey = read("STORE_SECRET_KEY_FILE", c.StoreSecretKeyFile)
-	if key := read("STORE_KEY_FILE", c.StoreKeyFile); key != "" {
-		if len(key) < 32 {
-			p = append(p, fmt.Errorf("STORE_KEY_FILE: %s holds %d bytes; want at least 32 (head -c 32 /dev/urandom | base64)", c.StoreKeyFile, len(key)))
-		}
-		c.StoreKey = []byte(key)
-	}
-	return p
-}
-
 // sameSocket reports two listen addresses that cannot both be bound: the
 // same text, or the same port where either binds every interface (":8080"
 // and "127.0.0.1:8080"). Port 0 picks a free port and never clashes.
@@ -371,189 +296,11 @@ func everyInterface(host string) bool {
 	return host == "" || (ip != nil && ip.IsUnspecified())
 }
 
-// validateRedis checks the shared tier's variables; the URL's own form is
-// go-redis's to judge (redis://, rediss://, or a Cluster's addr= list).
-func (c *Config) validateRedis() []error {
-	var p []error
-	if c.FleetSize < 1 {
-		p = append(p, fmt.Errorf("FLEET_SIZE: %d must be at least 1", c.FleetSize))
-	}
-	if c.RedisTimeout <= 0 {
-		p = append(p, fmt.Errorf("REDIS_TIMEOUT: %s must be above 0", c.RedisTimeout))
-	}
-	if c.RedisURL == "" {
-		if c.RedisPasswordFile != "" || c.RedisCAFile != "" {
-			p = append(p, errors.New("REDIS_PASSWORD_FILE, REDIS_CA_FILE: set REDIS_URL too, or neither"))
-		}
-		return p
-	}
-	// The URL's form (scheme, host, port, database) is checked where
-	// go-redis is known: sidecar.Validate, which says which part is wrong.
-	if u, err := url.Parse(c.RedisURL); err == nil && skipsVerify(u) {
-		p = append(p, errors.New("REDIS_URL: skip_verify turns off the check of the Redis server's certificate, "+
-			"so anyone on the path could read and answer as Redis; not allowed (for a private CA, set REDIS_CA_FILE)"))
-	}
-	if c.RedisPasswordFile != "" {
-		b, err := os.ReadFile(c.RedisPasswordFile)
-		if err != nil {
-			p = append(p, fmt.Errorf("REDIS_PASSWORD_FILE: cannot read %s: %w", c.RedisPasswordFile, errors.Unwrap(err)))
-		} else {
-			c.RedisPassword = strings.TrimSpace(string(b))
-		}
-	}
-	if c.RedisCAFile != "" {
-		if _, err := os.Stat(c.RedisCAFile); err != nil {
-			p = append(p, fmt.Errorf("REDIS_CA_FILE: cannot read %s: %w", c.RedisCAFile, errors.Unwrap(err)))
-		}
-	}
-	return p
-}
-
-// skipsVerify reports a REDIS_URL asking go-redis not to verify a
-// rediss:// server's certificate: skip_verify, whatever its value or
-// case (go-redis rejects what it does not know, so a misspelt one fails
-// there).
-func skipsVerify(u *url.URL) bool {
-	for name := range u.Query() {
-		if strings.EqualFold(name, "skip_verify") {
-			return true
-		}
-	}
-	return false
-}
-
 var logLevels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo,
 	"warn": slog.LevelWarn, "error": slog.LevelError}
 
 // LogLevel is LOG_LEVEL as a slog level.
 func (c Config) LogLevel() slog.Level { return c.logLevel }
-
-// resolveApps fills Apps from single-app or multi-app variables.
-func (c *Config) resolveApps() []error {
-	if c.AppsFile != "" {
-		if c.AppID != "" || c.AppSecret != "" || c.AppSecretFile != "" {
-			return []error{errors.New("WECHAT_APPS_FILE: set either it or WECHAT_APP_ID with its secret, not both")}
-		}
-		apps, errs := readAppsFile(c.AppsFile)
-		c.Apps = apps
-		return errs
-	}
-	if c.AppID == "" {
-		return []error{errors.New("WECHAT_APP_ID: required (or WECHAT_APPS_FILE for several apps)")}
-	}
-	switch {
-	case c.AppSecret != "" && c.AppSecretFile != "":
-		return []error{errors.New("WECHAT_APP_SECRET_FILE: set either it or WECHAT_APP_SECRET, not both")}
-	case c.AppSecretFile != "":
-		b, err := os.ReadFile(c.AppSecretFile)
-		if err != nil {
-			return []error{fmt.Errorf("WECHAT_APP_SECRET_FILE: cannot read %s: %w", c.AppSecretFile, errors.Unwrap(err))}
-		}
-		c.AppSecret = strings.TrimSpace(string(b))
-		if c.AppSecret == "" {
-			return []error{fmt.Errorf("WECHAT_APP_SECRET_FILE: %s is empty", c.AppSecretFile)}
-		}
-	case c.AppSecret == "":
-		return []error{errors.New("WECHAT_APP_SECRET: required, or WECHAT_APP_SECRET_FILE naming a file that holds it")}
-	}
-	c.Apps = []App{{ID: c.AppID, Secret: c.AppSecret}}
-	return nil
-}
-
-// readAppsFile reads `appid:secret` lines; errors name the line, never
-// the secret.
-func readAppsFile(name string) ([]App, []error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, []error{fmt.Errorf("WECHAT_APPS_FILE: cannot read %s: %w", name, errors.Unwrap(err))}
-	}
-	defer f.Close()
-	var apps []App
-	var problems []error
-	seen := map[string]bool{}
-	s := bufio.NewScanner(f)
-	for n := 1; s.Scan(); n++ {
-		line := strings.TrimSpace(s.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		id, secret, ok := strings.Cut(line, ":")
-		id, secret = strings.TrimSpace(id), strings.TrimSpace(secret)
-		switch {
-		case !ok || id == "" || secret == "":
-			problems = append(problems, fmt.Errorf("WECHAT_APPS_FILE: %s:%d: want appid:secret", name, n))
-		case seen[id]:
-			problems = append(problems, fmt.Errorf("WECHAT_APPS_FILE: %s:%d: app %s listed twice", name, n, id))
-		default:
-			seen[id] = true
-			apps = append(apps, App{ID: id, Secret: secret})
-		}
-	}
-	if err := s.Err(); err != nil {
-		problems = append(problems, fmt.Errorf("WECHAT_APPS_FILE: %s: %w", name, err))
-	}
-	if len(apps) == 0 && len(problems) == 0 {
-		problems = append(problems, fmt.Errorf("WECHAT_APPS_FILE: %s lists no app", name))
-	}
-	return apps, problems
-}
-
-var limitUnits = map[string]float64{"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-// parseLimits reads UPSTREAM_LIMITS: comma-separated PATH=N/UNIT[:BURST],
-// UNIT one of s, m, h, d. So that no window of one UNIT ever carries more
-// than N calls, the bucket refills at (N − BURST) per UNIT; BURST defaults
-// to a tenth of N (at least 1) and must stay below N.
-//
-//	/wxa/getwxacodeunlimit=5000/m:50  →  rate (5000−50)/60 = 82.5/s, burst 50
-func parseLimits(s string) (map[string]RateLimit, []error) {
-	limits := map[string]RateLimit{}
-	var problems []error
-	for entry := range strings.SplitSeq(s, ",") {
-		entry = strings.TrimSpace(entry)
-		if entry == "" {
-			continue
-		}
-		bad := func(why string) {
-			problems = append(problems, fmt.Errorf("UPSTREAM_LIMITS: %q: %s (want PATH=N/UNIT[:BURST], e.g. /wxa/generatescheme=100/s)", entry, why))
-		}
-		path, spec, ok := strings.Cut(entry, "=")
-		if !ok || !strings.HasPrefix(path, "/") {
-			bad("the path must start with /")
-			continue
-		}
-		lim, why := parseRate(spec)
-		if why != "" {
-			bad(why)
-			continue
-		}
-		if _, dup := limits[path]; dup {
-			bad("path listed twice")
-			continue
-		}
-		limits[path] = lim
-	}
-	return limits, problems
-}
-
-// parseRate reads one N/UNIT[:BURST] (see parseLimits), or says why it
-// cannot.
-func parseRate(spec string) (RateLimit, string) {
-	spec, burstText, hasBurst := strings.Cut(spec, ":")
-	countText, unit, ok := strings.Cut(spec, "/")
-	seconds, unitOK := limitUnits[unit]
-	count, err := strconv.Atoi(countText)
-	if !ok || !unitOK || err != nil || count < 2 {
-		return RateLimit{}, "N must be a whole number of at least 2 and UNIT one of s, m, h, d"
-	}
-	burst := max(count/10, 1)
-	if hasBurst {
-		if burst, err = strconv.Atoi(burstText); err != nil || burst < 1 || burst >= count {
-			return RateLimit{}, "BURST must be a whole number from 1 to N-1"
-		}
-	}
-	return RateLimit{Rate: float64(count-burst) / seconds, Burst: burst}, ""
-}
 
 // LogValue keeps secrets out of logs when the config is logged.
 func (c Config) LogValue() slog.Value {

@@ -1,9 +1,9 @@
 package e2e
 
-// End-to-end tests of the shared tier (issue 12): several processes of the
+// End-to-end tests of the shared tier: several processes of the
 // real binary against one fake WeChat (in this process) and one real
 // redis-server (redistest), with REDIS_URL set. They are written against
-// the issue's contract (variables, Cache-Status values, metric names), not
+// the contract (variables, Cache-Status values, metric names), not
 // against the code behind it.
 
 import (
@@ -41,7 +41,7 @@ import (
 // spends WeChat's per-minute quota on.
 const fleetCodePath = "/wxa/getwxacodeunlimit"
 
-// Cache-Status values of the contract (docs/codes-and-links.md's table and issue 12).
+// Cache-Status values of the contract (docs/codes-and-links.md's table).
 const (
 	csHit             = "wxa-sidecar; hit"
 	csSharedHit       = "wxa-sidecar; hit; detail=shared"

@@ -1,6 +1,6 @@
 package e2e
 
-// End-to-end tests of issue 17's leases, shutdown and token coordination:
+// End-to-end tests of the fleet's leases, shutdown and token coordination:
 // real processes of the binary, a real redis-server and the fake WeChat. A
 // lease never outlives its holder's fetch by more than a few seconds (a
 // Redis stall, a SIGTERM), SIGTERM ends the process in time whatever a
@@ -22,7 +22,8 @@ import (
 )
 
 // defaultLease is the code lease at the default UPSTREAM_TIMEOUT (10s) and
-// UPSTREAM_MAX_WAIT (2s): what a waiter sat out before issue 17.
+// UPSTREAM_MAX_WAIT (2s): what a waiter would sit out if a lease outlived
+// its holder's fetch, the defect these tests bound.
 const defaultLease = 29 * time.Second
 
 // askAsync asks p for scene's code from a goroutine and answers when it

@@ -1,8 +1,8 @@
 package e2e
 
-// End-to-end tests of the links (issue 19): the real binary against the
+// End-to-end tests of the links: the real binary against the
 // fake WeChat (in this process), one process alone and three sharing a
-// real redis-server. Written against the issue's contract: the endpoints,
+// real redis-server. Written against the contract: the endpoints,
 // the variables, Cache-Status, the metric and WeChat's errcodes.
 
 import (

@@ -192,7 +192,7 @@ func mtimes(t *testing.T, dir string) map[string]time.Time {
 	return out
 }
 
-// TestPregenFiveHundredCodes is the run: 500 rows, 3 invalid, a
+// TestPregenFiveHundredCodes is a whole run: 500 rows, 3 invalid, a
 // real sidecar against the fake; then a second run that costs nothing, a
 // zip with the same bytes, and only-if-cached spending nothing.
 func TestPregenFiveHundredCodes(t *testing.T) {

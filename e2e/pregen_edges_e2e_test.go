@@ -19,7 +19,7 @@ import (
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
-// pregen's edges (issues 17 and 21), each over the real binary.
+// pregen's edges, each over the real binary.
 
 // TestPregenDryRunEstimatesFromTheSidecarsLimits: the dry run's time comes
 // from the limit and the cool-down the sidecar enforces, read from its API

@@ -1,7 +1,7 @@
 package e2e
 
-// End-to-end tests of the public port's limits (issue 17, "the public port
-// cannot starve the backend"): the real binary with QRCODE_ADDR, against
+// End-to-end tests of the public port's limits (the public port cannot
+// starve the backend): the real binary with QRCODE_ADDR, against
 // the fake WeChat and, for the fleet, a real redis-server. Written against
 // the contract (QRCODE_LIMIT, QRCODE_CLIENT_LIMIT, ALLOWED_PATHS, the
 // statuses and headers), not the code behind it.

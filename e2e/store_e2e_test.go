@@ -20,7 +20,7 @@ import (
 	"github.com/wxa-sidecar/wxa-sidecar/wechattest"
 )
 
-// The durable store (issue 20) with real processes: the binary, the fake
+// The durable store with real processes: the binary, the fake
 // WeChat, a directory or a real S3-compatible server (versitygw).
 
 const csStoreHit = "wxa-sidecar; hit; detail=store"

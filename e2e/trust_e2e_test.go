@@ -1,6 +1,6 @@
 package e2e
 
-// End-to-end tests of issue 17's "nothing from Redis is believed" and
+// End-to-end tests of two promises, "nothing from Redis is believed" and
 // "images leave only as images": real sidecar processes, a real
 // redis-server, the fake WeChat behind a recorder, and a test that plays a
 // Redis writer between two replicas' lives. Written against the contract
@@ -164,7 +164,7 @@ func legacyImageEntry(contentType, body string) []byte {
 	return append(append([]byte{1}, sum[:]...), rest...)
 }
 
-// The issue's Redis writer, between two replicas' lives: it swaps two
+// A hostile Redis writer, between two replicas' lives: it swaps two
 // codes' entries, plants HTML behind JPEG magic under a third, and puts
 // its own token (FORGED&touser=attacker, until 9999) where the classic
 // token is kept. A fresh replica serves each code its own image on both

@@ -157,7 +157,7 @@ func TestGateAdmitsTheBurstAtOnceLikeLocal(t *testing.T) {
 	}
 }
 
-// The measure: 36 calls at once over two replicas with a fleet
+// The fleet's promise: 36 calls at once over two replicas with a fleet
 // limit of 2/s and a burst of 6 send what one sidecar would.
 func TestTwoReplicasShareOneLimit(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})

@@ -23,12 +23,12 @@ import (
 // sealed with the replicas' own key, as a replica with a bug, or a value
 // replayed or moved from elsewhere, would be: even those are bounded.
 
-// year9999 is the end the forged cool-down claimed.
+// year9999 is the end the forged values below claim.
 var year9999 = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 
-// A cool-down a writer planted (the issue's: errcode 0 until the year
-// 9999) never closes the endpoint: the call is decided by the local share
-// as with Redis unreachable, the value is counted and left in place.
+// A cool-down a writer planted (errcode 0 until the year 9999, say) never
+// closes the endpoint: the call is decided by the local share as with
+// Redis unreachable, the value is counted and left in place.
 func TestForgedCooldownNeverClosesTheEndpoint(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	o := quota.Options{Default: quota.Limit{Rate: 10, Burst: 100}}
@@ -44,7 +44,7 @@ func TestForgedCooldownNeverClosesTheEndpoint(t *testing.T) {
 	}
 	ms := func(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
 	for _, tc := range []struct{ name, value string }{
-		{"in clear, errcode 0 until 9999 (the issue's)", "0 0 " + ms(year9999)},
+		{"in clear, errcode 0 until 9999", "0 0 " + ms(year9999)},
 		{"in clear, 45009 until 9999", "45009 1 " + ms(year9999)},
 		{"an end of 9999 beside garbage", ms(year9999) + " garbage"},
 		{"a clear end that is not the sealed one", ms(year9999) + " " + strings.SplitN(authentic(wechat.DailyQuota, 1, now.Add(time.Hour), key), " ", 2)[1]},
@@ -126,7 +126,7 @@ func TestForgedRateLimitInstantIsDecidedLocally(t *testing.T) {
 
 // A failure marker is believed only sealed for its key, from the lease's
 // holder, with a status the sidecar answers a failed fetch with and an
-// errcode wechat names: the status 999999 panicked the handler.
+// errcode wechat names: a status of 999999 would make the handler panic.
 func TestFailureMarkerIsBelievedOnlySealedAndBounded(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	rec := &seen{}
@@ -145,7 +145,7 @@ func TestFailureMarkerIsBelievedOnlySealedAndBounded(t *testing.T) {
 	}
 	clear, _ := json.Marshal(failure{Owner: holder, Status: 999999, Code: -1, Msg: "forged"})
 	for _, tc := range []struct{ name, marker string }{
-		{"in clear, status 999999 (the issue's)", string(clear)},
+		{"in clear, status 999999", string(clear)},
 		{"sealed, status 999999", sealed(failure{Owner: holder, Status: 999999, Code: -1}, keys.failure)},
 		{"sealed, status 418", sealed(failure{Owner: holder, Status: 418, Code: 45011}, keys.failure)},
 		{"sealed, errcode 0", sealed(failure{Owner: holder, Status: 200, Code: 0}, keys.failure)},
@@ -175,7 +175,7 @@ func TestFailureMarkerIsBelievedOnlySealedAndBounded(t *testing.T) {
 	}
 }
 
-// The forged marker, end to end: a waiter whose holder "left"
+// A forged marker, end to end: a waiter whose holder "left"
 // status 999999 does not answer it; it loads itself once the lease goes.
 func TestWaiterIgnoresAForgedFailureMarker(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
@@ -220,7 +220,7 @@ func TestLeaseOfNoOwnerIsLoadedAlone(t *testing.T) {
 	}
 }
 
-// The forged token (FORGED&touser=attacker, expiry 9999) is no
+// A forged token (FORGED&touser=attacker, expiry 9999) is no
 // token, in clear or sealed; another app's token moved here is none
 // either; an authentic expiry beyond 7200 s is clamped; and the token
 // Redis holds is never in clear.
@@ -243,7 +243,7 @@ func TestForgedTokenIsNoToken(t *testing.T) {
 		return string(v)
 	}
 	for i, tc := range []struct{ name, value string }{
-		{"in clear (the issue's)", string(asStored("FORGED&touser=attacker", year9999))},
+		{"in clear", string(asStored("FORGED&touser=attacker", year9999))},
 		{"in clear, a valid-looking token", string(asStored("ValidLooking_Token-0123456789", year9999))},
 		{"sealed, with a '&'", sealedAt(asStored("FORGED&touser=attacker", year9999), "wxapp", key)},
 		{"sealed, empty", sealedAt(asStored("", year9999), "wxapp", key)},

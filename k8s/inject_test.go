@@ -365,8 +365,9 @@ func TestClassicIsTheNativeSidecarAsAContainer(t *testing.T) {
 	}
 }
 
-// The podmonitor component used to replace the pod's annotations with its
-// own: a linkerd.io/inject annotation disappeared, and with it the mesh.
+// The podmonitor component merges its annotations into the pod's: were it
+// to replace them, a linkerd.io/inject annotation would disappear, and with
+// it the mesh.
 func TestPodMonitorMergesAnnotations(t *testing.T) {
 	for _, f := range []userFixture{{injectNative, true}, {injectClassic, false}} {
 		r := renderUser(t, f, "sidecar", "podmonitor")

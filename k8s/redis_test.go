@@ -129,7 +129,8 @@ func TestRedisComponentAlone(t *testing.T) {
 }
 
 // The redis component on the user's own Deployment, whose first init
-// container is theirs: it used to patch initContainers/0, theirs.
+// container is theirs: the component adds its own and never patches
+// initContainers/0, which is theirs.
 func TestRedisComponentOnTheUsersDeployment(t *testing.T) {
 	for _, f := range userFixtures() {
 		t.Run(f.String(), func(t *testing.T) {

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"strings"
 
+	"github.com/wxa-sidecar/wxa-sidecar/internal/neterr"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
 	"github.com/wxa-sidecar/wxa-sidecar/upstream"
 )
@@ -116,7 +116,7 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error)
 		switch {
 		case errors.As(err, &mbe):
 			return nil, errBodyTooLarge
-		case isTimeout(err):
+		case neterr.IsTimeout(err):
 			return nil, markBodyTimeout(w)
 		}
 		return nil, errUnreadableBody
@@ -182,10 +182,4 @@ func (t upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		ctx = t.p.scope(ctx)
 	}
 	return t.p.upstream.Send(ctx, req, uc)
-}
-
-// isTimeout reports a read or call that ran out of time.
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }

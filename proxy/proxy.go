@@ -14,19 +14,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
-	"path"
-	"strconv"
-	"strings"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
 	"github.com/wxa-sidecar/wxa-sidecar/codes"
 	"github.com/wxa-sidecar/wxa-sidecar/metrics"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/upstream"
-	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
 // Tokens is one app's managed access_token, as token.Manager provides it:
@@ -279,14 +273,6 @@ type noQuota struct{}
 
 func (noQuota) CooldownLeft(quota.Key) (time.Duration, bool) { return 0, false }
 
-// Routes, the bounded values of the metrics' route label.
-const (
-	routeWxacode     = "wxacode"
-	routeQRCode      = "qrcode"
-	routeToken       = "token"
-	routePassthrough = "passthrough"
-)
-
 // ServeHTTP routes one call of the backend.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := p.now()
@@ -304,181 +290,4 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 	route := p.serve(rec, r)
 	p.observeRequest(route, rec.status, start)
-}
-
-// routeMetrics are one route's collectors, looked up once: label lookups
-// are a measurable part of a cache hit.
-type routeMetrics struct {
-	ok       prometheus.Counter
-	duration prometheus.Observer
-}
-
-func (p *Proxy) observeRequest(route string, status int, start time.Time) {
-	m := p.routeMetrics[route]
-	if status == http.StatusOK {
-		m.ok.Inc()
-	} else {
-		p.metrics.Requests.WithLabelValues(route, statusLabel(status)).Inc()
-	}
-	m.duration.Observe(p.now().Sub(start).Seconds())
-}
-
-// serve answers r and returns its route for the metrics.
-func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) string {
-	if refuseRequest(w, r) {
-		return routePassthrough
-	}
-	a, apiPath, err := p.appFromPrefix(r.URL.Path)
-	if err != nil {
-		writeError(w, err)
-		return routePassthrough
-	}
-	if rec, ok := w.(*accessRecorder); ok {
-		rec.note(p, r, a, apiPath)
-	}
-	if !p.pathAllowed(apiPath) {
-		// Every path of this port, /qrcode included: ALLOWED_PATHS is
-		// what the port serves.
-		writeError(w, errPathNotAllowed)
-		return routePassthrough
-	}
-	if apiPath == "/qrcode" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		p.serveQRCode(w, r, a, false)
-		return routeQRCode
-	}
-	switch {
-	case apiPath == PathLimits:
-		p.serveLimits(w, r, a)
-		return routePassthrough
-	case apiPath == wechat.PathToken || apiPath == wechat.PathStableToken:
-		p.serveToken(w, r, a, apiPath)
-		return routeToken
-	case strings.HasPrefix(apiPath, "/sns/"):
-		// appid/secret authenticate these; no token, no app, nothing touched.
-		p.forward(w, r, &call{path: apiPath, endpoint: wechat.Endpoint(apiPath)})
-		return routePassthrough
-	}
-	if a == nil {
-		if a, err = p.appFromToken(r); err != nil {
-			writeError(w, err)
-			return routePassthrough
-		}
-	}
-	c := &call{app: a, path: apiPath, endpoint: wechat.Endpoint(apiPath)}
-	if wechat.IsCodeEndpoint(apiPath) && r.Method == http.MethodPost {
-		p.serveCode(w, r, c)
-		return routeWxacode
-	}
-	if wechat.IsLinkEndpoint(apiPath) && r.Method == http.MethodPost {
-		p.serveLink(w, r, c)
-		return routeLink
-	}
-	p.forward(w, r, c)
-	return routePassthrough
-}
-
-// appFromPrefix splits an /apps/{appid}/ prefix off urlPath and returns the
-// app it names (nil without a prefix) and the cleaned WeChat path.
-func (p *Proxy) appFromPrefix(urlPath string) (*app, string, error) {
-	// Cleaning first means "..", "." and "//" can neither escape
-	// ALLOWED_PATHS nor reach WeChat in a form we did not check.
-	cleaned := cleanPath(urlPath)
-	rest, ok := strings.CutPrefix(cleaned, "/apps/")
-	if !ok {
-		return nil, cleaned, nil
-	}
-	id, apiPath, _ := strings.Cut(rest, "/")
-	a := p.apps[id]
-	if a == nil {
-		return nil, "", &wechat.Error{Status: http.StatusOK, Code: wechat.InvalidAppID,
-			Msg: "invalid appid: wxa-sidecar does not manage app " + quoteShort(id)}
-	}
-	return a, "/" + apiPath, nil
-}
-
-// cleanPath is path.Clean that keeps a trailing slash and roots the path.
-// Nearly every path arrives clean, and saying so is cheaper than Clean.
-func cleanPath(urlPath string) string {
-	if !strings.HasPrefix(urlPath, "/") {
-		urlPath = "/" + urlPath
-	}
-	if !strings.Contains(urlPath, "//") && !strings.Contains(urlPath, "/.") {
-		// No empty, "." or ".." element: Clean would change nothing but a
-		// trailing slash, which is kept anyway.
-		return urlPath
-	}
-	cleaned := path.Clean(urlPath)
-	if strings.HasSuffix(urlPath, "/") && cleaned != "/" {
-		cleaned += "/"
-	}
-	return cleaned
-}
-
-// appFromToken picks the app when the path does not name one: the app that
-// issued the caller's token, else the only app.
-func (p *Proxy) appFromToken(r *http.Request) (*app, error) {
-	if p.only != nil {
-		return p.only, nil
-	}
-	// The caller's tokens, however spelled, as the rewrite will strip
-	// them: only a token the sidecar issued picks an app.
-	for callerToken := range upstream.CallerTokens(r.URL.RawQuery) {
-		for _, a := range p.apps {
-			if a.tokens.Owns(callerToken) {
-				return a, nil
-			}
-		}
-	}
-	return nil, &wechat.Error{Status: http.StatusOK, Code: wechat.InvalidAppID,
-		Msg: "invalid appid: wxa-sidecar manages several apps; call /apps/{appid}/... or pass a token it issued"}
-}
-
-func (p *Proxy) pathAllowed(apiPath string) bool {
-	if len(p.allowed) == 0 {
-		return true
-	}
-	for _, prefix := range p.allowed {
-		if strings.HasPrefix(apiPath, prefix) {
-			return true
-		}
-	}
-	return false
-}
-
-// quoteShort quotes a caller-supplied value for an error message, cut short
-// so a caller cannot make the sidecar echo a large body.
-func quoteShort(s string) string {
-	if len(s) > 40 {
-		s = s[:40] + "…"
-	}
-	return fmt.Sprintf("%q", s)
-}
-
-// statusRecorder remembers the status for the metrics.
-type statusRecorder struct {
-	http.ResponseWriter
-	status      int
-	wroteHeader bool
-}
-
-func (s *statusRecorder) WriteHeader(code int) {
-	if !s.wroteHeader {
-		s.status, s.wroteHeader = code, true
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	s.wroteHeader = true
-	return s.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach Flush and deadlines.
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-func statusLabel(code int) string {
-	if code < 100 || code > 599 {
-		return "other"
-	}
-	return strconv.Itoa(code)
 }

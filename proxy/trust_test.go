@@ -88,8 +88,8 @@ func TestRetryAfterNeverOverflows(t *testing.T) {
 	}
 }
 
-// An errcode answer with a status no answer of ours has (the issue's
-// forged 999999 panicked the handler) goes out as 502.
+// An errcode answer with a status no answer of ours has (a forged 999999
+// would make the handler panic) goes out as 502.
 func TestErrcodeWithAnImpossibleStatusIs502(t *testing.T) {
 	for _, status := range []int{999999, -1, 0, 99, 600} {
 		w := httptest.NewRecorder()

@@ -57,25 +57,51 @@ func Binary(t testing.TB, name string) string {
 // FreePort returns a loopback port nothing listens on.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return port
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("redistest: a free port: %w", err)
+	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Start runs a redis-server until the test ends.
 func Start(t testing.TB, o Options) *Server {
 	t.Helper()
-	bin := Binary(t, "redis-server")
+	Binary(t, "redis-server") // skips (or fails under CI) without one
+	s, err := Launch(t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Launch runs a redis-server outside a test (a benchmark, a tool), its
+// files in dir, and waits until it listens. The caller stops it with Stop;
+// on Linux it also dies with the process that launched it.
+func Launch(dir string, o Options) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redistest: redis-server is not installed (apt-get install redis-server): %w", err)
+	}
 	port := o.Port
 	if port == 0 {
-		port = FreePort(t)
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
 	}
 	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), port: port}
 	s.args = []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--loglevel", "warning"}
+		"--dir", dir, "--loglevel", "warning"}
 	if o.Password != "" {
 		s.args = append(s.args, "--requirepass", o.Password)
 		s.URL = "redis://:" + o.Password + "@" + s.Addr + "/0"
@@ -83,15 +109,25 @@ func Start(t testing.TB, o Options) *Server {
 		s.URL = "redis://" + s.Addr + "/0"
 	}
 	s.args = append(s.args, o.Args...)
-	s.cmd = exec.Command(bin, s.args...)
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("redis-server: %v", err)
+	if err := s.start(bin); err != nil {
+		return nil, err
 	}
-	t.Cleanup(s.Stop)
 	if !waitForPort(s.Addr, 10*time.Second) {
-		t.Fatalf("redis-server did not listen on %s", s.Addr)
+		s.Stop()
+		return nil, fmt.Errorf("redistest: redis-server did not listen on %s", s.Addr)
 	}
-	return s
+	return s, nil
+}
+
+// start runs bin with the server's arguments.
+func (s *Server) start(bin string) error {
+	s.cmd = exec.Command(bin, s.args...)
+	s.cmd.SysProcAttr = dieWithParent()
+	if err := s.cmd.Start(); err != nil {
+		s.cmd = nil
+		return fmt.Errorf("redis-server: %w", err)
+	}
+	return nil
 }
 
 // Stop kills the server by PID and waits for it; safe to call twice.
@@ -108,10 +144,8 @@ func (s *Server) Stop() {
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.Stop()
-	bin := Binary(t, "redis-server")
-	s.cmd = exec.Command(bin, s.args...)
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("redis-server: %v", err)
+	if err := s.start(Binary(t, "redis-server")); err != nil {
+		t.Fatal(err)
 	}
 	if !waitForPort(s.Addr, 10*time.Second) {
 		t.Fatalf("redis-server did not listen on %s again", s.Addr)

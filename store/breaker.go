@@ -1,9 +1,6 @@
 package store
 
 import (
-	"context"
-	"errors"
-	"net"
 	"sync"
 	"time"
 )
@@ -88,9 +85,4 @@ func (b *breaker) state() string {
 		return "half_open"
 	}
 	return "open"
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }

@@ -20,8 +20,6 @@ package store
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +30,7 @@ import (
 	"time"
 
 	"github.com/wxa-sidecar/wxa-sidecar/cache"
+	"github.com/wxa-sidecar/wxa-sidecar/internal/neterr"
 	"github.com/wxa-sidecar/wxa-sidecar/seal"
 )
 
@@ -39,104 +38,9 @@ import (
 // (another purpose) never opens as an object of the store, nor the reverse.
 const Purpose = "durable store v1"
 
-// Ops, the bounded values of the metrics' op label.
-const (
-	OpGet = "get"
-	OpPut = "put"
-)
-
-// Results, the bounded values of the metrics' result label. A get is hit,
-// miss (absent or expired), corrupt (an object that does not open or
-// decode: swapped, truncated, forged, or sealed under another key) or a
-// fault; a put is ok or a fault.
-const (
-	ResultHit         = "hit"
-	ResultMiss        = "miss"
-	ResultCorrupt     = "corrupt"
-	ResultOK          = "ok"
-	ResultError       = "error"
-	ResultTimeout     = "timeout"
-	ResultBreakerOpen = "breaker_open"
-)
-
-// Drop reasons, the values of write_drops_total's reason label.
-const (
-	DropFull     = "queue_full" // the queue was full: the write was never queued
-	DropFailed   = "failed"     // every attempt failed
-	DropShutdown = "shutdown"   // still queued when the exit bound ran out
-)
-
-// Ops, Results and DropReasons list every value, for metrics that start at
-// zero.
-var (
-	Ops         = []string{OpGet, OpPut}
-	Results     = []string{ResultHit, ResultMiss, ResultCorrupt, ResultOK, ResultError, ResultTimeout, ResultBreakerOpen}
-	DropReasons = []string{DropFull, DropFailed, DropShutdown}
-)
-
-// Defaults of Options.
-const (
-	DefaultTimeout  = 500 * time.Millisecond
-	DefaultMaxBytes = 10 << 30
-	// DefaultQueue bounds the writes waiting to be made: about 25 MiB of
-	// images of 50 KB at the most.
-	DefaultQueue = 512
-)
-
 // maxObject bounds what a get reads: an image WeChat sends is at most a
 // few hundred KB; anything far larger is not one of ours.
 const maxObject = 8 << 20
-
-// Hooks report what the store does; nil fields are no-ops. They must not
-// block.
-type Hooks struct {
-	// Request is called once per operation tried or skipped.
-	Request func(op, result string, d time.Duration)
-	// Up is called when the store is found usable or not.
-	Up func(up bool)
-	// Dropped is called for each write given up, with its reason.
-	Dropped func(reason string)
-}
-
-// Options configures Open.
-type Options struct {
-	// URL is STORE_URL: file:///DIR or s3://BUCKET[/PREFIX]. Required.
-	URL string
-	// Endpoint is the S3 endpoint (STORE_ENDPOINT), as a URL:
-	// https://cos.ap-guangzhou.myqcloud.com, http://minio:9000; empty is
-	// AWS.
-	Endpoint string
-	// Region is STORE_REGION; empty lets the client ask the bucket.
-	Region string
-	// AccessKey and SecretKey, when set, are the S3 credentials; else the
-	// standard chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, web
-	// identity, the instance's role).
-	AccessKey, SecretKey string
-	// Timeout bounds each operation (STORE_TIMEOUT); 0 is DefaultTimeout.
-	Timeout time.Duration
-	// TTL, when above 0, is how long an object counts: an older one is a
-	// miss (STORE_TTL). The directory prunes it; a bucket's lifecycle rule
-	// does.
-	TTL time.Duration
-	// MaxBytes bounds the directory store (STORE_MAX_BYTES); 0 is
-	// DefaultMaxBytes. The least recently used objects go first.
-	MaxBytes int64
-	// Secrets are the apps' secrets (appid → secret): each app's objects
-	// are sealed with a key derived from its secret, unless Key is set.
-	Secrets map[string]string
-	// Key, when set, is the store's own key (STORE_KEY_FILE): each app's
-	// key is derived from it instead, so a rotated app secret keeps the
-	// store readable.
-	Key []byte
-	// Queue bounds the write-behind queue; 0 is DefaultQueue.
-	Queue int
-	// Logger receives the store's lines; nil discards.
-	Logger *slog.Logger
-	Hooks  Hooks
-	// Now is the clock of the breaker, the TTL and the pruning; nil is
-	// time.Now.
-	Now func() time.Time
-}
 
 // backend is where the objects are: a directory or a bucket. name is the
 // object's name, also its seal's associated data.
@@ -163,7 +67,6 @@ var (
 	errRefused = errors.New("store: refused")
 	// errSkipped: the breaker is open, the store was not tried.
 	errSkipped = errors.New("store: skipped while the store is down")
-	errClosed  = errors.New("store: closed")
 )
 
 // Store is the durable tier (codes.Store). It is safe for concurrent use.
@@ -403,7 +306,7 @@ func (s *Store) do(ctx context.Context, op string, f func(context.Context) error
 		return d, err
 	}
 	result := ResultError
-	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+	if neterr.IsTimeout(err) {
 		result = ResultTimeout
 	}
 	s.report(op, result, d)
@@ -439,40 +342,6 @@ func (s *Store) dropped(reason string) {
 	}
 }
 
-// QueueDepth is how many writes wait in the queue or are being made.
-func (s *Store) QueueDepth() int { return int(max(s.pending.Load(), 0)) }
-
-// Status is the store for /status: where it is and how it fares, never a
-// credential or a key.
-type Status struct {
-	URL      string `json:"url"`
-	Endpoint string `json:"endpoint,omitempty"`
-	Up       bool   `json:"up"`
-	Breaker  string `json:"breaker"`
-	// KeyFrom says what the objects are sealed with: app_secret (a key
-	// derived from each app's secret) or store_key_file.
-	KeyFrom    string `json:"key_from"`
-	TTL        string `json:"ttl"`
-	QueueDepth int    `json:"write_queue_depth"`
-	Drops      uint64 `json:"write_drops"`
-	// Bytes and MaxBytes: the directory store's size as of its last scan
-	// and writes since, and its bound.
-	Bytes    int64 `json:"bytes,omitempty"`
-	MaxBytes int64 `json:"max_bytes,omitempty"`
-}
-
-// Status reports the store.
-func (s *Store) Status() Status {
-	state := s.breaker.state()
-	st := Status{URL: s.location, Up: state == "closed", Breaker: state, KeyFrom: s.keyFrom, TTL: s.ttl.String(),
-		QueueDepth: s.QueueDepth(), Drops: s.drops.Load()}
-	if s.ttl <= 0 {
-		st.TTL = "forever"
-	}
-	s.b.status(&st)
-	return st
-}
-
 // Close writes what is queued, until ctx ends (the sidecar's exit bound),
 // then stops the workers; writes still queued are dropped and counted.
 // Calls after the first return at once.
@@ -494,78 +363,6 @@ func (s *Store) Close(ctx context.Context) {
 		}
 		s.b.close()
 	})
-}
-
-// objectName is PREFIX/APPID/KEYHEX, the object name of both backends
-// (a directory's prefix is empty).
-func objectName(prefix, app string, k cache.Key) string {
-	h := hex.EncodeToString(k[:])
-	if prefix == "" {
-		return app + "/" + h
-	}
-	return prefix + "/" + app + "/" + h
-}
-
-// The plaintext of an object: a format byte, the time it was written (Unix
-// seconds, uvarint), then the content type and disposition, each after its
-// length as a uvarint, then the body to the end. Sealing authenticates it
-// all, with the object's name.
-const entryFormat = 1
-
-func encodeEntry(at time.Time, e *cache.Entry) []byte {
-	b := make([]byte, 1, 1+3*binary.MaxVarintLen64+len(e.ContentType)+len(e.ContentDisposition)+len(e.Body))
-	b[0] = entryFormat
-	b = binary.AppendUvarint(b, uint64(max(at.Unix(), 0)))
-	b = binary.AppendUvarint(b, uint64(len(e.ContentType)))
-	b = append(b, e.ContentType...)
-	b = binary.AppendUvarint(b, uint64(len(e.ContentDisposition)))
-	b = append(b, e.ContentDisposition...)
-	return append(b, e.Body...)
-}
-
-func decodeEntry(b []byte) (time.Time, *cache.Entry, error) {
-	if len(b) < 1 || b[0] != entryFormat {
-		return time.Time{}, nil, errors.New("store: an object of another format")
-	}
-	at, n := binary.Uvarint(b[1:])
-	if n <= 0 || at > 1<<62 {
-		return time.Time{}, nil, errors.New("store: object framing is broken")
-	}
-	rest := b[1+n:]
-	contentType, rest, err := readField(rest)
-	if err != nil {
-		return time.Time{}, nil, err
-	}
-	contentDisposition, body, err := readField(rest)
-	if err != nil {
-		return time.Time{}, nil, err
-	}
-	if len(body) == 0 {
-		return time.Time{}, nil, errors.New("store: object without a body")
-	}
-	return time.Unix(int64(at), 0), cache.NewEntry(body, contentType, contentDisposition), nil
-}
-
-func readField(b []byte) (string, []byte, error) {
-	n, size := binary.Uvarint(b)
-	if size <= 0 || n > uint64(len(b)-size) {
-		return "", nil, errors.New("store: object framing is broken")
-	}
-	end := size + int(n)
-	return string(b[size:end]), b[end:], nil
-}
-
-// validApp reports an appid safe as one element of a path or object name.
-func validApp(app string) bool {
-	if app == "" || app == "." || app == ".." || len(app) > 128 {
-		return false
-	}
-	for _, c := range app {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // Check opens the store as Open does, asks it once whether it can be used

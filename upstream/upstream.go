@@ -13,16 +13,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
+	"github.com/wxa-sidecar/wxa-sidecar/internal/neterr"
 	"github.com/wxa-sidecar/wxa-sidecar/quota"
 	"github.com/wxa-sidecar/wxa-sidecar/token"
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
@@ -252,7 +251,7 @@ func (c *Client) exchange(out *http.Request, endpoint string, image bool) (*http
 		c.hooks.Duration(endpoint, c.now().Sub(start))
 	}
 	if err != nil {
-		if isTimeout(err) {
+		if neterr.IsTimeout(err) {
 			c.report(endpoint, Timeout)
 		} else {
 			c.report(endpoint, HTTPError)
@@ -306,11 +305,6 @@ func (t tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	return resp, nil
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // maxErrcodePeek bounds how much of an answer is read to look for an

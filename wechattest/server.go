@@ -9,18 +9,14 @@
 package wechattest
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/json"
-	"fmt"
 	"io"
 	"maps"
-	"mime"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -71,34 +67,6 @@ type Options struct {
 	StaleStableToken bool
 }
 
-// Fault is a way for the next calls to fail.
-type Fault int
-
-const (
-	// FaultHTTP500 answers HTTP 500 with a short text body.
-	FaultHTTP500 Fault = iota + 1
-	// FaultBusy answers errcode -1, "system error".
-	FaultBusy
-	// FaultTruncatedImage announces the whole image's Content-Length, sends
-	// half of it and closes the connection.
-	FaultTruncatedImage
-	// FaultDropConnection closes the connection without any response.
-	FaultDropConnection
-	// FaultErrcodeAsImage answers errcode JSON labelled image/jpeg.
-	FaultErrcodeAsImage
-	// FaultCorruptJPEG answers a body that starts FF D8 FF and ends FF D9,
-	// as a JPEG does, with garbage between: whole by its markers, but not
-	// decodable.
-	FaultCorruptJPEG
-	// FaultHugeDimensions answers a small, well-formed JPEG header that
-	// declares 65000x65000 pixels: a decoder that trusts it allocates
-	// gigabytes.
-	FaultHugeDimensions
-	// FaultRedirect answers 302 with Location set by FailNextRedirect (a
-	// host of the test's choosing).
-	FaultRedirect
-)
-
 // Request is what the fake saw of one call.
 type Request struct {
 	Method string
@@ -133,22 +101,6 @@ type app struct {
 	stable  *tokenInfo
 	forced  []time.Time
 	codes   map[string]bool // distinct getwxacode/createwxaqrcode parameter sets
-}
-
-type tokenInfo struct {
-	value  string
-	app    string
-	expiry time.Time
-	diesAt time.Time // zero: lives until expiry
-}
-
-type pendingFault struct {
-	path        string
-	n           int
-	fault       Fault
-	errcode     int
-	contentType string // of an errcode answer; default WeChat's
-	location    string // of FaultRedirect
 }
 
 // NewServer starts a fake on 127.0.0.1.
@@ -187,54 +139,6 @@ func (s *Server) Close() {
 		s.srv.CloseClientConnections()
 		s.srv.Close()
 	}
-}
-
-// RevokeTokens makes every token issued so far invalid (40001).
-func (s *Server) RevokeTokens() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.opts.Now()
-	for _, t := range s.tokens {
-		t.diesAt = now
-	}
-}
-
-// SetLatency delays every answer by d (a call cancelled meanwhile gets none).
-func (s *Server) SetLatency(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.latency = d
-}
-
-// FailNext makes the next n calls to path ("" for any) fail with f.
-func (s *Server) FailNext(path string, n int, f Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults = append(s.faults, pendingFault{path: path, n: n, fault: f})
-}
-
-// FailNextErrcode makes the next n calls to path answer errcode (HTTP 200).
-func (s *Server) FailNextErrcode(path string, n int, errcode int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults = append(s.faults, pendingFault{path: path, n: n, errcode: errcode})
-}
-
-// FailNextErrcodeAs is FailNextErrcode with the answer labelled
-// contentType, as older WeChat answers were (text/plain,
-// application/json:UTF-8) or as a broken one might be (image/jpeg).
-func (s *Server) FailNextErrcodeAs(path string, n int, errcode int, contentType string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults = append(s.faults, pendingFault{path: path, n: n, errcode: errcode, contentType: contentType})
-}
-
-// FailNextRedirect makes the next n calls to path ("" for any) answer 302
-// Found with Location location.
-func (s *Server) FailNextRedirect(path string, n int, location string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faults = append(s.faults, pendingFault{path: path, n: n, fault: FaultRedirect, location: location})
 }
 
 // Calls is the number of calls received on path, failed ones included.
@@ -299,69 +203,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	handler(w, r, body)
 }
 
-func (s *Server) takeFault(path string) *pendingFault {
-	for i := range s.faults {
-		f := &s.faults[i]
-		if f.n > 0 && (f.path == "" || f.path == path) {
-			f.n--
-			taken := *f
-			if f.n == 0 {
-				s.faults = slices.Delete(s.faults, i, i+1)
-			}
-			return &taken
-		}
-	}
-	return nil
-}
-
-func (s *Server) fail(w http.ResponseWriter, r *http.Request, f *pendingFault, body []byte) {
-	if f.errcode != 0 {
-		if f.contentType != "" {
-			w.Header().Set("Content-Type", f.contentType)
-			fmt.Fprintf(w, `{"errcode":%d,"errmsg":"%s rid: %s"}`, f.errcode, errmsgs[f.errcode], rid())
-			return
-		}
-		writeErr(w, f.errcode, errmsgs[f.errcode])
-		return
-	}
-	switch f.fault {
-	case FaultHTTP500:
-		http.Error(w, "Internal Server Error", http.StatusInternalServerError)
-	case FaultBusy:
-		writeErr(w, -1, "system error")
-	case FaultErrcodeAsImage:
-		w.Header().Set("Content-Type", "image/jpeg")
-		fmt.Fprintf(w, `{"errcode":-1,"errmsg":"system error rid: %s"}`, rid())
-	case FaultTruncatedImage:
-		img, _, err := s.imageFor(r.URL.Path, body)
-		if err != nil {
-			img = bytes.Repeat([]byte{0xFF, 0xD8, 0xFF}, 1000)
-		}
-		w.Header().Set("Content-Type", "image/jpeg")
-		w.Header().Set("Content-Length", strconv.Itoa(len(img)))
-		w.WriteHeader(http.StatusOK)
-		w.Write(img[:len(img)/2])
-		// Returning short of Content-Length makes net/http close the
-		// connection: the client sees an unexpected EOF.
-	case FaultCorruptJPEG:
-		img := append([]byte{0xFF, 0xD8, 0xFF, 0xE0}, bytes.Repeat([]byte("not a jpeg scan "), 64)...)
-		img = append(img, 0xFF, 0xD9)
-		writeImage(w, img)
-	case FaultHugeDimensions:
-		writeImage(w, hugeJPEGHeader(65000, 65000))
-	case FaultRedirect:
-		http.Redirect(w, r, f.location, http.StatusFound)
-	case FaultDropConnection:
-		if hj, ok := w.(http.Hijacker); ok {
-			if conn, _, err := hj.Hijack(); err == nil {
-				conn.Close()
-				return
-			}
-		}
-		panic(http.ErrAbortHandler)
-	}
-}
-
 type handlerFunc func(w http.ResponseWriter, r *http.Request, body []byte)
 
 func (s *Server) route(path string) (handlerFunc, bool) {
@@ -399,33 +240,6 @@ func (s *Server) route(path string) (handlerFunc, bool) {
 	return nil, false
 }
 
-// withToken checks the access_token as WeChat does before an API runs.
-func (s *Server) withToken(h func(w http.ResponseWriter, r *http.Request, body []byte, appID string)) handlerFunc {
-	return func(w http.ResponseWriter, r *http.Request, body []byte) {
-		tok := r.URL.Query().Get("access_token")
-		if tok == "" {
-			if bytes.Contains(body, []byte(`"access_token"`)) {
-				writeErr(w, 47001, "data format error")
-				return
-			}
-			writeErr(w, 41001, "access_token missing")
-			return
-		}
-		s.mu.Lock()
-		t := s.tokens[tok]
-		now := s.opts.Now()
-		s.mu.Unlock()
-		switch {
-		case t == nil || (!t.diesAt.IsZero() && !now.Before(t.diesAt)):
-			writeErr(w, 40001, "invalid credential, access_token is invalid or not latest")
-		case !now.Before(t.expiry):
-			writeErr(w, 42001, "access_token expired")
-		default:
-			h(w, r, body, t.app)
-		}
-	}
-}
-
 func (s *Server) checkApp(appID, secret string) (*app, int) {
 	a := s.apps[appID]
 	switch {
@@ -437,202 +251,6 @@ func (s *Server) checkApp(appID, secret string) (*app, int) {
 		return nil, 40125
 	}
 	return a, 0
-}
-
-func (s *Server) issue(appID string, now time.Time) *tokenInfo {
-	t := &tokenInfo{value: randomString(136), app: appID, expiry: now.Add(s.opts.TokenTTL)}
-	s.tokens[t.value] = t
-	return t
-}
-
-func (s *Server) classicToken(w http.ResponseWriter, r *http.Request, _ []byte) {
-	q := r.URL.Query()
-	if q.Get("grant_type") != "client_credential" {
-		writeErr(w, 40002, "invalid grant_type")
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a, code := s.checkApp(q.Get("appid"), q.Get("secret"))
-	if code != 0 {
-		writeErr(w, code, errmsgs[code])
-		return
-	}
-	now := s.opts.Now()
-	if prev := a.classic; prev != nil && (prev.diesAt.IsZero() || prev.diesAt.After(now.Add(s.opts.ClassicGrace))) {
-		prev.diesAt = now.Add(s.opts.ClassicGrace)
-	}
-	a.classic = s.issue(q.Get("appid"), now)
-	writeJSON(w, map[string]any{"access_token": a.classic.value, "expires_in": s.expiresIn(a.classic, now)})
-}
-
-// redirectToken sends a token fetch, secret and all, elsewhere: what a
-// hijacked DNS name or a compromised egress proxy could answer.
-func (s *Server) redirectToken(w http.ResponseWriter, r *http.Request, _ []byte) {
-	target := s.opts.TokenRedirect + r.URL.Path
-	if r.URL.RawQuery != "" {
-		target += "?" + r.URL.RawQuery
-	}
-	w.Header().Set("Location", target)
-	w.WriteHeader(http.StatusTemporaryRedirect)
-}
-
-// expiresIn is what a token answer reports as its remaining lifetime.
-func (s *Server) expiresIn(t *tokenInfo, now time.Time) int64 {
-	if s.opts.TokenExpiresIn != 0 {
-		return s.opts.TokenExpiresIn
-	}
-	return int64(t.expiry.Sub(now) / time.Second)
-}
-
-// stableRollover is the last part of a stable token's life in which a
-// normal-mode call gets the next token.
-const stableRollover = 5 * time.Minute
-
-func (s *Server) stableToken(w http.ResponseWriter, r *http.Request, body []byte) {
-	if r.Method != http.MethodPost {
-		writeErr(w, 43002, "require POST method")
-		return
-	}
-	var req struct {
-		GrantType    string `json:"grant_type"`
-		AppID        string `json:"appid"`
-		Secret       string `json:"secret"`
-		ForceRefresh bool   `json:"force_refresh"`
-	}
-	if err := json.Unmarshal(body, &req); err != nil {
-		writeErr(w, 47001, "data format error")
-		return
-	}
-	if req.GrantType != "client_credential" {
-		writeErr(w, 40002, "invalid grant_type")
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a, code := s.checkApp(req.AppID, req.Secret)
-	if code != 0 {
-		writeErr(w, code, errmsgs[code])
-		return
-	}
-	now := s.opts.Now()
-	alive := func(t *tokenInfo) bool {
-		return t != nil && now.Before(t.expiry) && (t.diesAt.IsZero() || now.Before(t.diesAt))
-	}
-	switch {
-	case req.ForceRefresh:
-		kept := a.forced[:0]
-		for _, at := range a.forced {
-			if now.Sub(at) < 24*time.Hour {
-				kept = append(kept, at)
-			}
-		}
-		a.forced = kept
-		if len(a.forced) >= 20 {
-			writeErr(w, 45009, "reach max api daily quota limit")
-			return
-		}
-		if len(a.forced) > 0 && now.Sub(a.forced[len(a.forced)-1]) < 30*time.Second {
-			writeErr(w, 45011, "api minute-quota reach limit, mustslower retry next minute")
-			return
-		}
-		a.forced = append(a.forced, now)
-		if a.stable != nil {
-			a.stable.diesAt = now
-		}
-		a.stable = s.issue(req.AppID, now)
-	case s.opts.StaleStableToken && a.stable != nil && now.Before(a.stable.expiry) && !alive(a.stable):
-		// Revoked, yet still what normal mode answers: only force mode
-		// replaces it.
-	case !alive(a.stable) || a.stable.expiry.Sub(now) <= stableRollover:
-		// The old one, if alive, keeps working until its own expiry.
-		a.stable = s.issue(req.AppID, now)
-	}
-	writeJSON(w, map[string]any{"access_token": a.stable.value, "expires_in": s.expiresIn(a.stable, now)})
-}
-
-func (s *Server) jscode2session(w http.ResponseWriter, r *http.Request, _ []byte) {
-	q := r.URL.Query()
-	s.mu.Lock()
-	_, code := s.checkApp(q.Get("appid"), q.Get("secret"))
-	s.mu.Unlock()
-	if code != 0 {
-		writeErr(w, code, errmsgs[code])
-		return
-	}
-	jsCode := q.Get("js_code")
-	if jsCode == "" || strings.ContainsAny(jsCode, " /") {
-		writeErr(w, 40029, "invalid code")
-		return
-	}
-	writeJSON(w, map[string]any{"openid": "o" + jsCode + "-openid", "session_key": "sk-" + jsCode, "unionid": "u" + jsCode})
-}
-
-func (s *Server) imgSecCheck(w http.ResponseWriter, r *http.Request, body []byte, _ string) {
-	_, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || params["boundary"] == "" {
-		writeErr(w, 41005, "media data missing")
-		return
-	}
-	req := &http.Request{Method: http.MethodPost, Header: r.Header, Body: io.NopCloser(bytes.NewReader(body))}
-	if err := req.ParseMultipartForm(32 << 20); err != nil || req.MultipartForm.File["media"] == nil {
-		writeErr(w, 41005, "media data missing")
-		return
-	}
-	writeJSON(w, map[string]any{"errcode": 0, "errmsg": "ok"})
-}
-
-// code answers the three image endpoints.
-func (s *Server) code(w http.ResponseWriter, r *http.Request, body []byte, appID string) {
-	img, params, err := s.imageFor(r.URL.Path, body)
-	if err != nil {
-		code := err.(codeErr)
-		writeErr(w, code.errcode, code.errmsg)
-		return
-	}
-	h := w.Header()
-	if r.URL.Path != "/wxa/getwxacodeunlimit" {
-		s.mu.Lock()
-		a := s.apps[appID]
-		if !a.codes[params] && s.opts.LifetimeCap > 0 && len(a.codes) >= s.opts.LifetimeCap {
-			// Past the cap only new parameters are refused; codes made
-			// before are still served, and not counted again.
-			s.mu.Unlock()
-			writeErr(w, 45029, errmsgs[45029])
-			return
-		}
-		a.codes[params] = true
-		used := len(a.codes)
-		s.mu.Unlock()
-		h.Set("Num-Used", strconv.Itoa(used))
-	}
-	writeImage(w, img)
-}
-
-// writeImage answers img with WeChat's image headers.
-func writeImage(w http.ResponseWriter, img []byte) {
-	h := w.Header()
-	h.Set("Content-Type", "image/jpeg") // even for a PNG, as WeChat does
-	h.Set("Content-Disposition", ContentDisposition)
-	h.Set("Content-Length", strconv.Itoa(len(img)))
-	w.WriteHeader(http.StatusOK)
-	w.Write(img)
-}
-
-// hugeJPEGHeader is the start of a baseline JPEG declaring width x height:
-// SOI, a quantization table, SOF0, a Huffman table pair, SOS, a few bytes
-// of scan and EOI. DecodeConfig reports its size without allocating it.
-func hugeJPEGHeader(width, height int) []byte {
-	b := []byte{0xFF, 0xD8}
-	dqt := append([]byte{0xFF, 0xDB, 0x00, 0x43, 0x00}, bytes.Repeat([]byte{1}, 64)...)
-	b = append(b, dqt...)
-	b = append(b, 0xFF, 0xC0, 0x00, 0x0B, 0x08, byte(height>>8), byte(height), byte(width>>8), byte(width), 0x01, 0x01, 0x11, 0x00)
-	// DC and AC tables with one code each.
-	b = append(b, 0xFF, 0xC4, 0x00, 0x14, 0x00, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-	b = append(b, 0xFF, 0xC4, 0x00, 0x14, 0x10, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-	b = append(b, 0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00)
-	b = append(b, bytes.Repeat([]byte{0x00}, 64)...)
-	return append(b, 0xFF, 0xD9)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

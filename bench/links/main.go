@@ -1,6 +1,6 @@
 //go:build linksbench
 
-// Command links measures what the link memo saves (issue 19): links made
+// Command links measures what the link memo saves: links made
 // at WeChat per 1 000 link requests with a realistic repeat mix, before
 // and after, one sidecar alone and three sharing a redis-server. Real
 // processes of the sidecar on loopback, one fake WeChat in this process
