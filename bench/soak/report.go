@@ -1,0 +1,580 @@
+package main
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// summary is what a soak found; summary.json is this.
+type summary struct {
+	Seed            int64              `json:"seed"`
+	DurationSeconds float64            `json:"duration_s"`
+	RPS             int                `json:"rps"`
+	Replicas        int                `json:"replicas"`
+	Limit           string             `json:"code_limit"`
+	Machine         string             `json:"machine"`
+	Faults          []fault            `json:"faults"`
+	ViolationCount  int                `json:"violation_count"`
+	Violations      map[string]int     `json:"violations"`
+	Examples        []string           `json:"violation_examples,omitempty"`
+	Answers         int                `json:"answers"`
+	Shed            int                `json:"shed"`
+	ByClass         map[string]int     `json:"answers_by_kind_status_class"`
+	Transport       map[string]int     `json:"transport_errors"`
+	TransportOther  []string           `json:"transport_errors_unexplained,omitempty"`
+	Latency         map[string]latency `json:"latency"`
+	Images          int                `json:"images_checked"`
+	DistinctImages  int                `json:"distinct_images_decoded"`
+	Drain           []drain            `json:"sigterm_drain,omitempty"`
+	Codes           codeStats          `json:"codes"`
+	Rate            rateStats          `json:"rate"`
+	Metrics         []metricCheck      `json:"metrics_against_wechat"`
+	Resources       []resources        `json:"resources"`
+	RedisOps        map[string]int     `json:"redis_ops_by_result"`
+	Notes           []string           `json:"notes,omitempty"`
+}
+
+type latency struct {
+	N                  int
+	P50, P90, P99, Max float64 // milliseconds
+}
+
+// drain is what callers in flight at a SIGTERM got.
+type drain struct {
+	Replica  int      `json:"replica"`
+	InFlight int      `json:"in_flight"`
+	Answered int      `json:"answered"`
+	Dropped  int      `json:"dropped"`
+	Errors   []string `json:"errors,omitempty"`
+}
+
+type codeStats struct {
+	DistinctAsked    int     `json:"distinct_scenes_asked"`
+	WithImage        int     `json:"scenes_wechat_drew"`
+	ImageCalls       int     `json:"whole_image_calls"`
+	CallsPerCode     float64 `json:"whole_image_calls_per_code"`
+	Repeats          int     `json:"repeat_image_calls"`
+	RepeatsExplained map[string]int
+	Unexplained      []string `json:"unexplained_repeats,omitempty"`
+	// CallsPerCodeRedisUp leaves out the repeats a Redis kill or pause, or
+	// a fetcher stopped before it could store the image, explains.
+	CallsPerCodeRedisUp float64 `json:"whole_image_calls_per_code_redis_up"`
+	AllCodeCalls        int     `json:"code_calls_all_outcomes"`
+}
+
+type rateStats struct {
+	Max1s           int     `json:"max_calls_in_1s"`
+	Max1sAt         float64 `json:"max_1s_window_at_s"`
+	Limit1s         int     `json:"bound_1s"`
+	Max10s          int     `json:"max_calls_in_10s"`
+	Max10sAt        float64 `json:"max_10s_window_at_s"`
+	Limit10s        int     `json:"bound_10s"`
+	Over1s, Over10s int     `json:"-"`
+}
+
+// metricCheck compares one process's metrics with what WeChat counted
+// from it.
+type metricCheck struct {
+	Slot       int            `json:"slot"`
+	Inc        int            `json:"incarnation"`
+	Live       bool           `json:"live_at_end"`
+	WeChat     map[string]int `json:"wechat_calls_by_endpoint"`
+	Metric     map[string]int `json:"metric_calls_by_endpoint"`
+	WeChatErrs map[string]int `json:"wechat_errcodes_by_endpoint"`
+	MetricErrs map[string]int `json:"metric_errcodes_by_endpoint"`
+	Equal      bool           `json:"equal"`
+}
+
+type resources struct {
+	Slot          int     `json:"slot"`
+	Inc           int     `json:"incarnation"`
+	Samples       int     `json:"samples"`
+	RSSFirstMiB   float64 `json:"rss_first_mib"`
+	RSSMaxMiB     float64 `json:"rss_max_mib"`
+	RSSLastMiB    float64 `json:"rss_last_mib"`
+	FDsFirst      int     `json:"fds_first"`
+	FDsMax        int     `json:"fds_max"`
+	FDsLast       int     `json:"fds_last"`
+	GoroutinesMin int     `json:"goroutines_first"`
+	GoroutinesMax int     `json:"goroutines_max"`
+	GoroutinesEnd int     `json:"goroutines_last"`
+}
+
+// window is the fault time span with room for its effects: [from, to].
+func (f fault) span(grace float64) (float64, float64) { return f.Started - 1, f.Ended + grace }
+
+func (s *soak) summarize() *summary {
+	answers := s.load.snapshot()
+	calls := s.up.snapshot()
+	sum := &summary{Seed: s.cfg.seed, DurationSeconds: s.cfg.duration.Seconds(), RPS: s.cfg.rps,
+		Replicas: s.cfg.replicas, Limit: fmt.Sprintf("%d/s:%d", s.cfg.limitN, s.cfg.limitBurst),
+		Machine: fmt.Sprintf("%d CPUs, %s/%s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH),
+		Faults:  s.faults, Answers: len(answers), ByClass: map[string]int{}, Transport: map[string]int{},
+		Latency: map[string]latency{}}
+	s.load.mu.Lock()
+	sum.Shed = s.load.shed
+	transportErrs := slices.Clone(s.load.errs)
+	distinctAsked := s.load.newAsked
+	s.load.mu.Unlock()
+
+	// Answers by kind, status and class.
+	var all, images []float64
+	for _, a := range answers {
+		key := kindNames[a.Kind] + " " + a.Class
+		if a.Class != "transport" {
+			key = kindNames[a.Kind] + " " + strconv.Itoa(int(a.Status)) + " " + a.Class
+		}
+		if a.Class == "errcode" {
+			key += " " + strconv.Itoa(int(a.Errcode))
+		}
+		sum.ByClass[key]++
+		all = append(all, float64(a.Took)*1000)
+		if a.Class == "image" {
+			images = append(images, float64(a.Took)*1000)
+		}
+	}
+	sum.Latency["all_answers"] = percentiles(all)
+	sum.Latency["images"] = percentiles(images)
+
+	// Transport errors: at a replica's stop, or not.
+	stops := s.replicaStops()
+	drains := map[int]*drain{}
+	for _, a := range answers {
+		start, end := float64(a.At), float64(a.At+a.Took)
+		for i, st := range stops {
+			if int(a.Slot) != st.Replica {
+				continue
+			}
+			if start < st.Started && end > st.Started && st.Kind == kReplicaTerm {
+				d := drains[i]
+				if d == nil {
+					d = &drain{Replica: st.Replica}
+					drains[i] = d
+				}
+				d.InFlight++
+				if a.Class == "transport" {
+					d.Dropped++
+					if len(d.Errors) < 5 {
+						d.Errors = append(d.Errors, fmt.Sprintf("sent %.3f s, SIGTERM %.3f s: %s", a.At, st.Started, a.Err))
+					}
+				} else {
+					d.Answered++
+				}
+			}
+		}
+		if a.Class != "transport" {
+			continue
+		}
+		why := "unexplained"
+		for _, st := range stops {
+			if int(a.Slot) != st.Replica || end < st.Started-0.5 || start > st.Ended+0.5 {
+				continue
+			}
+			if start < st.Started {
+				why = "in flight at " + st.Kind
+			} else {
+				why = "sent while the replica was down"
+			}
+			break
+		}
+		sum.Transport[why]++
+	}
+	for _, i := range slices.Sorted(maps.Keys(drains)) {
+		sum.Drain = append(sum.Drain, *drains[i])
+	}
+	if sum.Transport["unexplained"] > 0 {
+		sum.TransportOther = transportErrs[:min(len(transportErrs), 20)]
+	}
+
+	sum.Codes = s.codeStats(calls, distinctAsked)
+	sum.Rate = s.rateStats(calls)
+	if sum.Rate.Over1s > 0 {
+		s.chk.violate("rate_1s", fmt.Sprintf("%d calls to WeChat in the 1 s from %.1f s; the bound is %d",
+			sum.Rate.Max1s, sum.Rate.Max1sAt, sum.Rate.Limit1s))
+	}
+	if sum.Rate.Over10s > 0 {
+		s.chk.violate("rate_10s", fmt.Sprintf("%d calls to WeChat in the 10 s from %.1f s; the bound is %d",
+			sum.Rate.Max10s, sum.Rate.Max10sAt, sum.Rate.Limit10s))
+	}
+	sum.Metrics = s.metricChecks(calls)
+	for _, m := range sum.Metrics {
+		if m.Live && !m.Equal {
+			s.chk.violate("metrics_mismatch", fmt.Sprintf("replica %d (incarnation %d): WeChat counted %v %v, its metrics %v %v",
+				m.Slot, m.Inc, m.WeChat, m.WeChatErrs, m.Metric, m.MetricErrs))
+		}
+	}
+	sum.Resources = s.resourceStats()
+	sum.RedisOps = map[string]int{}
+	s.mu.Lock()
+	for _, m := range s.metrics {
+		for series, v := range m {
+			if strings.HasPrefix(series, "wxa_sidecar_redis_requests_total{") {
+				sum.RedisOps[label(series, "op")+" "+label(series, "result")] += int(v)
+			}
+		}
+	}
+	s.mu.Unlock()
+
+	s.chk.mu.Lock()
+	sum.Violations = maps.Clone(s.chk.violations)
+	sum.Examples = slices.Clone(s.chk.examples)
+	sum.Images = s.chk.images
+	sum.DistinctImages = len(s.chk.decoded)
+	s.chk.mu.Unlock()
+	for _, v := range sum.Violations {
+		sum.ViolationCount += v
+	}
+	s.mu.Lock()
+	sum.Notes = slices.Clone(s.notes)
+	s.mu.Unlock()
+	return sum
+}
+
+func percentiles(ms []float64) latency {
+	if len(ms) == 0 {
+		return latency{}
+	}
+	slices.Sort(ms)
+	q := func(p float64) float64 { return round1(ms[min(len(ms)-1, int(p*float64(len(ms))))]) }
+	return latency{N: len(ms), P50: q(0.5), P90: q(0.9), P99: q(0.99), Max: round1(ms[len(ms)-1])}
+}
+
+func round1(x float64) float64 { return math.Round(x*10) / 10 }
+
+func (s *soak) replicaStops() []fault {
+	var out []fault
+	for _, f := range s.faults {
+		if group(f.Kind) == "replica" && f.Started > 0 {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// codeStats counts the whole images WeChat drew per scene and explains
+// each repeat: Redis lost the entry (a kill between the two calls), Redis
+// was in trouble at either call, or the process that made the earlier call
+// was stopped soon after it (before it could store the image).
+func (s *soak) codeStats(calls []call, asked int) codeStats {
+	cs := codeStats{DistinctAsked: asked, RepeatsExplained: map[string]int{}}
+	last := map[string]call{}
+	for _, c := range calls {
+		if c.Path != codePath {
+			continue
+		}
+		cs.AllCodeCalls++
+		if c.Outcome != "image" || c.At < 0 {
+			continue
+		}
+		cs.ImageCalls++
+		prev, seen := last[c.Scene]
+		last[c.Scene] = c
+		if !seen {
+			cs.WithImage++
+			continue
+		}
+		cs.Repeats++
+		why := s.explain(prev, c)
+		if why == "" {
+			why = "unexplained"
+			if len(cs.Unexplained) < 20 {
+				cs.Unexplained = append(cs.Unexplained, fmt.Sprintf("scene %s: replica %d at %.2f s, again replica %d at %.2f s",
+					c.Scene, prev.Slot, prev.At, c.Slot, c.At))
+			}
+		}
+		cs.RepeatsExplained[why]++
+	}
+	if cs.WithImage > 0 {
+		cs.CallsPerCode = float64(cs.ImageCalls) / float64(cs.WithImage)
+		redisUp := cs.ImageCalls
+		for why, n := range cs.RepeatsExplained {
+			if strings.HasPrefix(why, "redis") || why == "the earlier fetcher was stopped" {
+				redisUp -= n
+			}
+		}
+		cs.CallsPerCodeRedisUp = float64(redisUp) / float64(cs.WithImage)
+	}
+	return cs
+}
+
+// explain says why WeChat drew a scene again at c after prev, or "".
+func (s *soak) explain(prev, c call) string {
+	// Redis first: it is what the fleet shares images through.
+	for _, f := range s.faults {
+		if f.Kind == kRedisKill && f.Started > prev.At && f.Started <= c.At {
+			return "redis killed between the calls"
+		}
+	}
+	for _, f := range s.faults {
+		from, to := f.span(10)
+		if (f.Kind == kRedisKill || f.Kind == kRedisPause) && f.Started > 0 && (in(c.At, from, to) || in(prev.At, from, to)) {
+			return "redis in trouble (" + f.Kind + ", or 10 s after)"
+		}
+	}
+	for _, f := range s.faults {
+		if group(f.Kind) == "replica" && f.Started > 0 && f.Replica == prev.Slot && in(f.Started, prev.At-1, prev.At+15) {
+			return "the earlier fetcher was stopped"
+		}
+	}
+	for _, f := range s.faults {
+		from, to := f.span(5)
+		if f.Started > 0 && group(f.Kind) != "redis" && (in(c.At, from, to) || in(prev.At, from, to)) {
+			return "during " + f.Kind + " (or 5 s after)"
+		}
+	}
+	return ""
+}
+
+func in(x, from, to float64) bool { return x >= from && x <= to }
+
+// rateStats finds the most calls to the code endpoint in any window of
+// 1 s and 10 s (each window starting at a call).
+func (s *soak) rateStats(calls []call) rateStats {
+	var at []float64
+	for _, c := range calls {
+		if c.Path == codePath && c.At >= 0 {
+			at = append(at, c.At)
+		}
+	}
+	sort.Float64s(at)
+	refill := s.cfg.limitN - s.cfg.limitBurst
+	rs := rateStats{Limit1s: refill + s.cfg.limitBurst + 2, Limit10s: 10*refill + s.cfg.limitBurst + 2}
+	rs.Max1s, rs.Max1sAt, rs.Over1s = maxWindow(at, 1, rs.Limit1s)
+	rs.Max10s, rs.Max10sAt, rs.Over10s = maxWindow(at, 10, rs.Limit10s)
+	return rs
+}
+
+// maxWindow returns the most events of sorted at in any window [t, t+w),
+// where the first such window starts, and how many windows exceed bound.
+func maxWindow(at []float64, w float64, bound int) (most int, from float64, over int) {
+	j := 0
+	for i := range at {
+		for j < len(at) && at[j] < at[i]+w {
+			j++
+		}
+		if n := j - i; n > most {
+			most, from = n, at[i]
+		}
+		if j-i > bound {
+			over++
+		}
+	}
+	return most, round1(from), over
+}
+
+// metricChecks compares each process's upstream metrics, as last scraped,
+// with the calls WeChat received from it. Only the processes alive at the
+// end were scraped after their last call; a stopped one may have made
+// calls after its last scrape.
+func (s *soak) metricChecks(calls []call) []metricCheck {
+	wechat := map[incarnation]map[string]int{}
+	wechatErrs := map[incarnation]map[string]int{}
+	for _, c := range calls {
+		k := incarnation{c.Slot, c.Inc}
+		if wechat[k] == nil {
+			wechat[k], wechatErrs[k] = map[string]int{}, map[string]int{}
+		}
+		wechat[k][c.Path]++
+		if c.Outcome == "errcode" {
+			wechatErrs[k][c.Path]++
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []metricCheck
+	keys := slices.Collect(maps.Keys(s.metrics))
+	for k := range wechat {
+		if _, ok := s.metrics[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b incarnation) int { return cmp.Or(cmp.Compare(a.Slot, b.Slot), cmp.Compare(a.Inc, b.Inc)) })
+	for _, k := range keys {
+		m := s.metrics[k]
+		mc := metricCheck{Slot: k.Slot, Inc: k.Inc, WeChat: wechat[k], WeChatErrs: wechatErrs[k],
+			Metric:     toInts(m.byLabel("wxa_sidecar_upstream_requests_total", "endpoint")),
+			MetricErrs: toInts(m.byLabel("wxa_sidecar_upstream_errcodes_total", "endpoint"))}
+		r := s.reps[k.Slot]
+		r.mu.Lock()
+		mc.Live = r.inc == k.Inc && r.p != nil && r.p.alive()
+		r.mu.Unlock()
+		if mc.WeChat == nil {
+			mc.WeChat, mc.WeChatErrs = map[string]int{}, map[string]int{}
+		}
+		mc.Equal = maps.Equal(mc.WeChat, mc.Metric) && maps.Equal(mc.WeChatErrs, mc.MetricErrs)
+		out = append(out, mc)
+	}
+	return out
+}
+
+func toInts(m map[string]float64) map[string]int {
+	out := map[string]int{}
+	for k, v := range m {
+		if v != 0 {
+			out[k] = int(v)
+		}
+	}
+	return out
+}
+
+func (s *soak) resourceStats() []resources {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	by := map[incarnation][]sample{}
+	for _, smp := range s.samples {
+		k := incarnation{smp.Slot, smp.Inc}
+		by[k] = append(by[k], smp)
+	}
+	var out []resources
+	keys := slices.SortedFunc(maps.Keys(by), func(a, b incarnation) int {
+		return cmp.Or(cmp.Compare(a.Slot, b.Slot), cmp.Compare(a.Inc, b.Inc))
+	})
+	mib := func(b int64) float64 { return round1(float64(b) / (1 << 20)) }
+	for _, k := range keys {
+		ss := by[k]
+		first, last := ss[0], ss[len(ss)-1]
+		r := resources{Slot: k.Slot, Inc: k.Inc, Samples: len(ss), RSSFirstMiB: mib(first.RSS), RSSLastMiB: mib(last.RSS),
+			FDsFirst: first.FDs, FDsLast: last.FDs, GoroutinesMin: first.Goroutines, GoroutinesEnd: last.Goroutines}
+		for _, x := range ss {
+			r.RSSMaxMiB = max(r.RSSMaxMiB, mib(x.RSS))
+			r.FDsMax = max(r.FDsMax, x.FDs)
+			r.GoroutinesMax = max(r.GoroutinesMax, x.Goroutines)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// print writes the summary for a reader.
+func (s *soak) print(sum *summary) {
+	p := func(format string, args ...any) { fmt.Fprintf(s.w, format+"\n", args...) }
+	p("\n## Soak: seed %d, %.0f s, %d requests/s, %d replicas, code limit %s (%s)", sum.Seed, sum.DurationSeconds,
+		sum.RPS, sum.Replicas, sum.Limit, sum.Machine)
+	p("\nfaults:")
+	for _, f := range sum.Faults {
+		p("  %6.1f-%6.1f s  %-17s %s %s", f.Started, f.Ended, f.Kind, describeFault(f), f.Note)
+	}
+	p("\nanswers: %d (%d not sent: every worker busy or no replica up)", sum.Answers, sum.Shed)
+	for _, k := range slices.Sorted(maps.Keys(sum.ByClass)) {
+		p("  %-40s %7d", k, sum.ByClass[k])
+	}
+	if len(sum.Transport) > 0 {
+		p("transport errors:")
+		for _, k := range slices.Sorted(maps.Keys(sum.Transport)) {
+			p("  %-40s %7d", k, sum.Transport[k])
+		}
+		for _, e := range sum.TransportOther {
+			p("    %s", e)
+		}
+	}
+	for _, d := range sum.Drain {
+		p("SIGTERM of replica %d: %d requests in flight, %d answered, %d dropped", d.Replica, d.InFlight, d.Answered, d.Dropped)
+		for _, e := range d.Errors {
+			p("    %s", e)
+		}
+	}
+	p("latency (ms):")
+	for _, k := range slices.Sorted(maps.Keys(sum.Latency)) {
+		l := sum.Latency[k]
+		p("  %-12s n=%d p50 %.1f  p90 %.1f  p99 %.1f  max %.1f", k, l.N, l.P50, l.P90, l.P99, l.Max)
+	}
+	c := sum.Codes
+	p("codes: %d scenes asked, %d drawn by WeChat, %d whole-image calls (%.4f per code; %.4f leaving out the repeats Redis trouble or a stopped fetcher explains), %d code calls in all",
+		c.DistinctAsked, c.WithImage, c.ImageCalls, c.CallsPerCode, c.CallsPerCodeRedisUp, c.AllCodeCalls)
+	for _, k := range slices.Sorted(maps.Keys(c.RepeatsExplained)) {
+		p("  repeats, %-38s %d", k+":", c.RepeatsExplained[k])
+	}
+	for _, u := range c.Unexplained {
+		p("    %s", u)
+	}
+	r := sum.Rate
+	p("rate of code calls reaching WeChat: max %d in 1 s (at %.1f s; bound %d), max %d in 10 s (at %.1f s; bound %d)",
+		r.Max1s, r.Max1sAt, r.Limit1s, r.Max10s, r.Max10sAt, r.Limit10s)
+	p("metrics against WeChat's counts:")
+	for _, m := range sum.Metrics {
+		state := "stopped (calls after its last scrape are not in it)"
+		if m.Live {
+			state = "live"
+		}
+		p("  replica %d #%d %-10s equal=%v  WeChat %v errcodes %v  metrics %v errcodes %v", m.Slot, m.Inc, state, m.Equal,
+			m.WeChat, m.WeChatErrs, m.Metric, m.MetricErrs)
+	}
+	p("resources (RSS MiB first/max/last, fds, goroutines):")
+	for _, x := range sum.Resources {
+		p("  replica %d #%d: RSS %.1f/%.1f/%.1f  fds %d/%d/%d  goroutines %d/%d/%d  (%d samples)", x.Slot, x.Inc,
+			x.RSSFirstMiB, x.RSSMaxMiB, x.RSSLastMiB, x.FDsFirst, x.FDsMax, x.FDsLast, x.GoroutinesMin, x.GoroutinesMax,
+			x.GoroutinesEnd, x.Samples)
+	}
+	var ops []string
+	for _, k := range slices.Sorted(maps.Keys(sum.RedisOps)) {
+		if sum.RedisOps[k] > 0 {
+			ops = append(ops, fmt.Sprintf("%s %d", k, sum.RedisOps[k]))
+		}
+	}
+	p("redis operations (every process's last scrape): %s", strings.Join(ops, ", "))
+	for _, n := range sum.Notes {
+		p("note: %s", n)
+	}
+	p("images checked: %d (%d distinct, each decoded)", sum.Images, sum.DistinctImages)
+	if sum.ViolationCount == 0 {
+		p("\nviolations: none")
+		return
+	}
+	var kinds []string
+	for _, k := range slices.Sorted(maps.Keys(sum.Violations)) {
+		kinds = append(kinds, fmt.Sprintf("%s %d", k, sum.Violations[k]))
+	}
+	p("\nVIOLATIONS: %d (%s)", sum.ViolationCount, strings.Join(kinds, ", "))
+	for _, e := range sum.Examples {
+		p("  %s", e)
+	}
+}
+
+// write saves summary.json and the plots in cfg.out.
+func (s *soak) write(sum *summary) error {
+	b, err := json.MarshalIndent(sum, "", "  ")
+	if err != nil {
+		return fmt.Errorf("soak: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(s.cfg.out, "summary.json"), append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("soak: %w", err)
+	}
+	if err := s.dump(); err != nil {
+		return err
+	}
+	return s.plot(sum)
+}
+
+// dump writes every call WeChat received and every answer as JSON lines
+// into the logs directory, for a closer look.
+func (s *soak) dump() error {
+	var b strings.Builder
+	for _, c := range s.up.snapshot() {
+		j, _ := json.Marshal(c)
+		b.Write(j)
+		b.WriteByte('\n')
+	}
+	if err := os.WriteFile(filepath.Join(s.dir, "calls.jsonl"), []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("soak: %w", err)
+	}
+	b.Reset()
+	for _, a := range s.load.snapshot() {
+		j, _ := json.Marshal(a)
+		b.Write(j)
+		b.WriteByte('\n')
+	}
+	if err := os.WriteFile(filepath.Join(s.dir, "answers.jsonl"), []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("soak: %w", err)
+	}
+	return nil
+}
