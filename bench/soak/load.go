@@ -132,7 +132,7 @@ func newLoad(cfg config, reps []*replica, chk *checker) *load {
 
 // maxInFlight bounds the requests waiting for an answer; past it a request
 // is shed (counted), so a stalled fleet cannot pile up goroutines here.
-const maxInFlight = 512
+const maxInFlight = 1024
 
 // run sends cfg.rps requests a second from t0 until end, then waits (at
 // most 45 s) for the last answers.

@@ -184,7 +184,7 @@ func (r *replica) start(ctx context.Context, upstreamURL string) error {
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		select {
 		case <-p.done:
-			return fmt.Errorf("soak: replica %d exited at start: %v (log: %s)", r.slot, p.err, r.logPath)
+			return fmt.Errorf("soak: replica %d exited at start: %v; its log ends:\n%s", r.slot, p.err, tail(r.logPath))
 		default:
 		}
 		resp, err := client.Get("http://" + r.admin + "/readyz")
@@ -201,7 +201,13 @@ func (r *replica) start(ctx context.Context, upstreamURL string) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return fmt.Errorf("soak: replica %d not ready within 30s (log: %s)", r.slot, r.logPath)
+	return fmt.Errorf("soak: replica %d not ready within 30s; its log ends:\n%s", r.slot, tail(r.logPath))
+}
+
+// tail is the last 2 KiB of a log.
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b[max(0, len(b)-2048):])
 }
 
 func (r *replica) proc() *process {

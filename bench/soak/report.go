@@ -23,6 +23,7 @@ type summary struct {
 	Replicas        int                `json:"replicas"`
 	Limit           string             `json:"code_limit"`
 	Machine         string             `json:"machine"`
+	LoadAverage     string             `json:"load_average_start_end"`
 	Faults          []fault            `json:"faults"`
 	ViolationCount  int                `json:"violation_count"`
 	Violations      map[string]int     `json:"violations"`
@@ -31,6 +32,7 @@ type summary struct {
 	Shed            int                `json:"shed"`
 	ByClass         map[string]int     `json:"answers_by_kind_status_class"`
 	Transport       map[string]int     `json:"transport_errors"`
+	TokenErrors     map[string]int     `json:"token_errors_by_fault,omitempty"`
 	TransportOther  []string           `json:"transport_errors_unexplained,omitempty"`
 	Latency         map[string]latency `json:"latency"`
 	Images          int                `json:"images_checked"`
@@ -83,16 +85,23 @@ type rateStats struct {
 }
 
 // metricCheck compares one process's metrics with what WeChat counted
-// from it.
+// from it, per endpoint and outcome: "ok" (an image or JSON without an
+// errcode), "errcode", "failed" (HTTP 500, a truncated or corrupt image, a
+// call given up during a latency spike; the sidecar's http_error, timeout
+// and broken_image). ok and errcode must be equal; the sidecar may count
+// more failed calls than WeChat saw, those that failed before WeChat's
+// handler ran (a connection that broke on the way), never fewer.
 type metricCheck struct {
-	Slot       int            `json:"slot"`
-	Inc        int            `json:"incarnation"`
-	Live       bool           `json:"live_at_end"`
-	WeChat     map[string]int `json:"wechat_calls_by_endpoint"`
-	Metric     map[string]int `json:"metric_calls_by_endpoint"`
-	WeChatErrs map[string]int `json:"wechat_errcodes_by_endpoint"`
-	MetricErrs map[string]int `json:"metric_errcodes_by_endpoint"`
-	Equal      bool           `json:"equal"`
+	Slot   int            `json:"slot"`
+	Inc    int            `json:"incarnation"`
+	Live   bool           `json:"live_at_end"`
+	WeChat map[string]int `json:"wechat"`
+	Metric map[string]int `json:"metrics"`
+	// MetricErrs is wxa_sidecar_upstream_errcodes_total by endpoint.
+	MetricErrs map[string]int `json:"metric_errcodes"`
+	Equal      bool           `json:"agree"`
+	// Unseen are failed calls the sidecar counted and WeChat never saw.
+	Unseen int `json:"failed_before_wechat"`
 }
 
 type resources struct {
@@ -120,7 +129,7 @@ func (s *soak) summarize() *summary {
 		Replicas: s.cfg.replicas, Limit: fmt.Sprintf("%d/s:%d", s.cfg.limitN, s.cfg.limitBurst),
 		Machine: fmt.Sprintf("%d CPUs, %s/%s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH),
 		Faults:  s.faults, Answers: len(answers), ByClass: map[string]int{}, Transport: map[string]int{},
-		Latency: map[string]latency{}}
+		Latency: map[string]latency{}, LoadAverage: s.loadAtStart + " / " + loadAverage()}
 	s.load.mu.Lock()
 	sum.Shed = s.load.shed
 	transportErrs := slices.Clone(s.load.errs)
@@ -145,6 +154,23 @@ func (s *soak) summarize() *summary {
 	}
 	sum.Latency["all_answers"] = percentiles(all)
 	sum.Latency["images"] = percentiles(images)
+
+	// Token errors by the token fault whose aftermath they ended in.
+	for _, a := range answers {
+		if a.Class != "errcode" || !isTokenError(int(a.Errcode)) {
+			continue
+		}
+		if sum.TokenErrors == nil {
+			sum.TokenErrors = map[string]int{}
+		}
+		end, why := float64(a.At+a.Took), "no token fault in the 20 s before"
+		for _, f := range s.faults {
+			if group(f.Kind) == "token" && f.Started > 0 && in(end, f.Started, f.Ended+20) {
+				why = fmt.Sprintf("%s at %.1f s (or 20 s after it ended)", f.Kind, f.Started)
+			}
+		}
+		sum.TokenErrors[why]++
+	}
 
 	// Transport errors: at a replica's stop, or not.
 	stops := s.replicaStops()
@@ -209,8 +235,8 @@ func (s *soak) summarize() *summary {
 	sum.Metrics = s.metricChecks(calls)
 	for _, m := range sum.Metrics {
 		if m.Live && !m.Equal {
-			s.chk.violate("metrics_mismatch", fmt.Sprintf("replica %d (incarnation %d): WeChat counted %v %v, its metrics %v %v",
-				m.Slot, m.Inc, m.WeChat, m.WeChatErrs, m.Metric, m.MetricErrs))
+			s.chk.violate("metrics_mismatch", fmt.Sprintf("replica %d (incarnation %d): WeChat counted %v, its metrics %v, errcodes %v",
+				m.Slot, m.Inc, m.WeChat, m.Metric, m.MetricErrs))
 		}
 	}
 	sum.Resources = s.resourceStats()
@@ -238,6 +264,16 @@ func (s *soak) summarize() *summary {
 	sum.Notes = slices.Clone(s.notes)
 	s.mu.Unlock()
 	return sum
+}
+
+// loadAverage is /proc/loadavg's 1, 5 and 15 minute figures: what else
+// the machine was doing is in every figure.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
 }
 
 func percentiles(ms []float64) latency {
@@ -378,20 +414,22 @@ func maxWindow(at []float64, w float64, bound int) (most int, from float64, over
 // calls after its last scrape.
 func (s *soak) metricChecks(calls []call) []metricCheck {
 	wechat := map[incarnation]map[string]int{}
-	wechatErrs := map[incarnation]map[string]int{}
 	for _, c := range calls {
 		k := incarnation{c.Slot, c.Inc}
 		if wechat[k] == nil {
-			wechat[k], wechatErrs[k] = map[string]int{}, map[string]int{}
+			wechat[k] = map[string]int{}
 		}
-		wechat[k][c.Path]++
-		if c.Outcome == "errcode" {
-			wechatErrs[k][c.Path]++
+		class := "failed"
+		switch c.Outcome {
+		case "image", "ok_json":
+			class = "ok"
+		case "errcode":
+			class = "errcode"
 		}
+		wechat[k][c.Path+" "+class]++
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []metricCheck
 	keys := slices.Collect(maps.Keys(s.metrics))
 	for k := range wechat {
 		if _, ok := s.metrics[k]; !ok {
@@ -399,21 +437,55 @@ func (s *soak) metricChecks(calls []call) []metricCheck {
 		}
 	}
 	slices.SortFunc(keys, func(a, b incarnation) int { return cmp.Or(cmp.Compare(a.Slot, b.Slot), cmp.Compare(a.Inc, b.Inc)) })
+	var out []metricCheck
 	for _, k := range keys {
-		m := s.metrics[k]
-		mc := metricCheck{Slot: k.Slot, Inc: k.Inc, WeChat: wechat[k], WeChatErrs: wechatErrs[k],
-			Metric:     toInts(m.byLabel("wxa_sidecar_upstream_requests_total", "endpoint")),
-			MetricErrs: toInts(m.byLabel("wxa_sidecar_upstream_errcodes_total", "endpoint"))}
+		mc := metricCheck{Slot: k.Slot, Inc: k.Inc, WeChat: wechat[k], Metric: map[string]int{},
+			MetricErrs: toInts(s.metrics[k].byLabel("wxa_sidecar_upstream_errcodes_total", "endpoint"))}
+		if mc.WeChat == nil {
+			mc.WeChat = map[string]int{}
+		}
+		for series, v := range s.metrics[k] {
+			if !strings.HasPrefix(series, "wxa_sidecar_upstream_requests_total{") || v == 0 {
+				continue
+			}
+			class := label(series, "outcome")
+			if class != "ok" && class != "errcode" {
+				class = "failed"
+			}
+			mc.Metric[label(series, "endpoint")+" "+class] += int(v)
+		}
 		r := s.reps[k.Slot]
 		r.mu.Lock()
 		mc.Live = r.inc == k.Inc && r.p != nil && r.p.alive()
 		r.mu.Unlock()
-		if mc.WeChat == nil {
-			mc.WeChat, mc.WeChatErrs = map[string]int{}, map[string]int{}
+		if mc.Live && s.scrapedAt[k].Before(s.quiet) {
+			mc.Live = false
+			s.notes = append(s.notes, fmt.Sprintf("replica %d: its metrics could not be read at the end", k.Slot))
 		}
-		mc.Equal = maps.Equal(mc.WeChat, mc.Metric) && maps.Equal(mc.WeChatErrs, mc.MetricErrs)
+		mc.Equal = true
+		for _, key := range slices.Sorted(maps.Keys(merge(mc.WeChat, mc.Metric))) {
+			w, m := mc.WeChat[key], mc.Metric[key]
+			switch {
+			case strings.HasSuffix(key, " failed") && m >= w:
+				mc.Unseen += m - w
+			case w != m:
+				mc.Equal = false
+			}
+		}
+		// Every errcode counted by endpoint matches the errcode outcomes.
+		for key, w := range mc.WeChat {
+			if ep, ok := strings.CutSuffix(key, " errcode"); ok && mc.MetricErrs[ep] != w {
+				mc.Equal = false
+			}
+		}
 		out = append(out, mc)
 	}
+	return out
+}
+
+func merge(a, b map[string]int) map[string]int {
+	out := maps.Clone(a)
+	maps.Copy(out, b)
 	return out
 }
 
@@ -458,8 +530,8 @@ func (s *soak) resourceStats() []resources {
 // print writes the summary for a reader.
 func (s *soak) print(sum *summary) {
 	p := func(format string, args ...any) { fmt.Fprintf(s.w, format+"\n", args...) }
-	p("\n## Soak: seed %d, %.0f s, %d requests/s, %d replicas, code limit %s (%s)", sum.Seed, sum.DurationSeconds,
-		sum.RPS, sum.Replicas, sum.Limit, sum.Machine)
+	p("\n## Soak: seed %d, %.0f s, %d requests/s, %d replicas, code limit %s (%s; load average %s)", sum.Seed,
+		sum.DurationSeconds, sum.RPS, sum.Replicas, sum.Limit, sum.Machine, sum.LoadAverage)
 	p("\nfaults:")
 	for _, f := range sum.Faults {
 		p("  %6.1f-%6.1f s  %-17s %s %s", f.Started, f.Ended, f.Kind, describeFault(f), f.Note)
@@ -476,6 +548,9 @@ func (s *soak) print(sum *summary) {
 		for _, e := range sum.TransportOther {
 			p("    %s", e)
 		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(sum.TokenErrors)) {
+		p("token errors seen by callers, %s: %d", k, sum.TokenErrors[k])
 	}
 	for _, d := range sum.Drain {
 		p("SIGTERM of replica %d: %d requests in flight, %d answered, %d dropped", d.Replica, d.InFlight, d.Answered, d.Dropped)
@@ -506,8 +581,8 @@ func (s *soak) print(sum *summary) {
 		if m.Live {
 			state = "live"
 		}
-		p("  replica %d #%d %-10s equal=%v  WeChat %v errcodes %v  metrics %v errcodes %v", m.Slot, m.Inc, state, m.Equal,
-			m.WeChat, m.WeChatErrs, m.Metric, m.MetricErrs)
+		p("  replica %d #%d %s: agree=%v, failed before WeChat %d\n    WeChat  %v\n    metrics %v", m.Slot, m.Inc, state, m.Equal,
+			m.Unseen, m.WeChat, m.Metric)
 	}
 	p("resources (RSS MiB first/max/last, fds, goroutines):")
 	for _, x := range sum.Resources {

@@ -36,7 +36,7 @@ var kindHelp = map[string]string{
 	k500:         "code calls answer HTTP 500 for 2-4 s",
 	kTruncated:   "half of the code calls send half the image, then close (3-5 s)",
 	kCorrupt:     "half of the code calls answer an image that does not decode (3-5 s)",
-	kLatency:     "every call waits 1-3 s before its answer (3-8 s)",
+	kLatency:     "every call waits 1-3 s before its answer (3-6 s)",
 	k45011:       "the next 3 code calls answer 45011 (the fleet cools the endpoint down to the next minute)",
 	kRedisKill:   "redis-server SIGKILLed, started again empty on its port 3-6 s later",
 	kRedisPause:  "redis-server SIGSTOPped for 3-5 s",
@@ -117,7 +117,7 @@ func plan(rng *rand.Rand, kinds []string, perKind int, d time.Duration, replicas
 			case kTruncated, kCorrupt:
 				f.For, f.Share = 3+2*rng.Float64(), 0.5
 			case kLatency:
-				f.For, f.Delay = 3+5*rng.Float64(), 1+2*rng.Float64()
+				f.For, f.Delay = 3+3*rng.Float64(), 1+2*rng.Float64()
 			case kSticky:
 				f.For = 20 // at most; a forced refresh ends it
 			case kRedisKill:
@@ -149,9 +149,13 @@ func plan(rng *rand.Rand, kinds []string, perKind int, d time.Duration, replicas
 		if f.Kind == k45011 {
 			lo = start + 2*(end-start)/3
 		}
-		for range 500 {
-			f.At = lo + rng.Float64()*max(0, end-f.For-lo)
-			if fits(placed, f) {
+		room := max(0, end-f.For-lo)
+		// A random time; where it does not fit, the next that does after
+		// it (round the window), in steps of a quarter second.
+		first := rng.Float64() * room
+		for step := 0.0; step <= room; step += 0.25 {
+			f.At = lo + math.Mod(first+step, room+0.25)
+			if f.At+f.For <= end && fits(placed, f) {
 				placed = append(placed, f)
 				break
 			}
@@ -162,7 +166,7 @@ func plan(rng *rand.Rand, kinds []string, perKind int, d time.Duration, replicas
 }
 
 func fits(placed []fault, f fault) bool {
-	gap := 4.0
+	gap := 1.5
 	if group(f.Kind) == "replica" || group(f.Kind) == "redis" {
 		gap = 8 // a restart takes a few seconds beyond the planned length
 	}

@@ -36,10 +36,19 @@ type soak struct {
 	load   *load
 	faults []fault
 
-	mu      sync.Mutex
-	samples []sample
-	metrics map[incarnation]metricSet // the last scrape of each process
-	notes   []string
+	loadAtStart string
+
+	// groupMu serializes the faults of the replica and of the Redis group:
+	// a planned fault waits for the one before it to end (a SIGTERM may
+	// take longer than planned), so one replica at most is down at a time.
+	replicaMu, redisMu sync.Mutex
+
+	mu        sync.Mutex
+	samples   []sample
+	metrics   map[incarnation]metricSet // the last scrape of each process
+	scrapedAt map[incarnation]time.Time
+	quiet     time.Time // when the load and every fault had ended
+	notes     []string
 }
 
 type incarnation struct{ Slot, Inc int }
@@ -80,7 +89,7 @@ func run(ctx context.Context, cfg config, w io.Writer) (*summary, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.duration+5*time.Minute)
 	defer cancel()
-	s := &soak{cfg: cfg, w: w, chk: newChecker(), metrics: map[incarnation]metricSet{}}
+	s := &soak{cfg: cfg, w: w, chk: newChecker(), metrics: map[incarnation]metricSet{}, scrapedAt: map[incarnation]time.Time{}}
 	if cfg.out != "" {
 		if err := os.MkdirAll(cfg.out, 0o755); err != nil {
 			return nil, fmt.Errorf("soak: %w", err)
@@ -154,6 +163,7 @@ func run(ctx context.Context, cfg config, w io.Writer) (*summary, error) {
 		s.logf("  %6.1f s  %-17s %s", f.At, f.Kind, describeFault(f))
 	}
 
+	s.loadAtStart = loadAverage()
 	s.t0 = time.Now()
 	s.up.start(s.t0)
 	end := s.t0.Add(cfg.duration)
@@ -188,8 +198,11 @@ func run(ctx context.Context, cfg config, w io.Writer) (*summary, error) {
 		}
 	}
 	time.Sleep(3 * time.Second)
+	s.quiet = time.Now()
 	for _, r := range s.reps {
-		s.scrape(r)
+		for try := 0; try < 5 && !s.scrape(r, 10*time.Second); try++ {
+			time.Sleep(time.Second)
+		}
 	}
 	s.logf("soak: load ended %.0f s after it began; checking", s.since(loadEnded))
 	sum := s.summarize()
@@ -254,6 +267,14 @@ func describeFault(f fault) string {
 func (s *soak) inject(ctx context.Context, f *fault) {
 	if !sleepUntil(ctx, s.t0.Add(time.Duration(f.At*float64(time.Second)))) {
 		return
+	}
+	switch group(f.Kind) {
+	case "replica":
+		s.replicaMu.Lock()
+		defer s.replicaMu.Unlock()
+	case "redis":
+		s.redisMu.Lock()
+		defer s.redisMu.Unlock()
 	}
 	now := time.Now()
 	f.Started = s.since(now)
@@ -331,7 +352,7 @@ func (s *soak) sampleUntil(ctx context.Context) {
 	defer t.Stop()
 	for {
 		for _, r := range s.reps {
-			s.scrape(r)
+			s.scrape(r, 2*time.Second)
 		}
 		select {
 		case <-ctx.Done():
@@ -341,29 +362,28 @@ func (s *soak) sampleUntil(ctx context.Context) {
 	}
 }
 
-var scrapeClient = &http.Client{Timeout: 2 * time.Second}
-
 // scrape reads r's process from /proc and its metrics, and keeps the
-// metrics as that incarnation's last.
-func (s *soak) scrape(r *replica) {
+// metrics as that incarnation's last; false if it could not.
+func (s *soak) scrape(r *replica, timeout time.Duration) bool {
 	r.mu.Lock()
 	p, inc := r.p, r.inc
 	r.mu.Unlock()
 	if p == nil || !p.alive() || r.stopping.Load() && !r.routed.Load() {
-		return
+		return false
 	}
 	rss, fds, err := procStats(p.pid())
 	if err != nil {
-		return
+		return false
 	}
-	resp, err := scrapeClient.Get("http://" + r.admin + "/metrics")
+	client := &http.Client{Timeout: timeout}
+	resp, err := client.Get("http://" + r.admin + "/metrics")
 	if err != nil {
-		return
+		return false
 	}
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil || resp.StatusCode != http.StatusOK {
-		return
+		return false
 	}
 	m := parseMetrics(string(body))
 	smp := sample{At: s.since(time.Now()), Slot: r.slot, Inc: inc, RSS: rss, FDs: fds,
@@ -373,6 +393,8 @@ func (s *soak) scrape(r *replica) {
 	defer s.mu.Unlock()
 	s.samples = append(s.samples, smp)
 	s.metrics[incarnation{r.slot, inc}] = m
+	s.scrapedAt[incarnation{r.slot, inc}] = time.Now()
+	return true
 }
 
 // progressUntil prints a line every cfg.progress.
