@@ -577,7 +577,7 @@ func (s *soak) print(sum *summary) {
 		r.Max1s, r.Max1sAt, r.Limit1s, r.Max10s, r.Max10sAt, r.Limit10s)
 	p("metrics against WeChat's counts:")
 	for _, m := range sum.Metrics {
-		state := "stopped (calls after its last scrape are not in it)"
+		state := "stopped or not read at the end (calls after its last scrape are not in it)"
 		if m.Live {
 			state = "live"
 		}

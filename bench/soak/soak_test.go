@@ -165,12 +165,16 @@ func TestMaxWindow(t *testing.T) {
 }
 
 func TestPlanPlacesEveryKindApart(t *testing.T) {
-	for seed := range uint64(20) {
-		faults := plan(rand.New(rand.NewPCG(seed, 1)), allKinds, 0, 60*time.Second, 3)
+	for seed := range uint64(40) {
+		d, each := 60*time.Second, 1
+		if seed%2 == 1 {
+			d, each = 10*time.Minute, 3
+		}
+		faults := plan(rand.New(rand.NewPCG(seed, 1)), allKinds, 0, d, 3)
 		kinds := map[string]int{}
 		for i, f := range faults {
 			kinds[f.Kind]++
-			if f.At < 3 || f.At+f.For > 45 {
+			if f.At < 3 || f.At+f.For > d.Seconds()-15 {
 				t.Errorf("seed %d: %s at %.1f s for %.1f s, outside 3-45 s", seed, f.Kind, f.At, f.For)
 			}
 			for _, g := range faults[:i] {
@@ -179,8 +183,11 @@ func TestPlanPlacesEveryKindApart(t *testing.T) {
 				}
 			}
 		}
-		if len(kinds) != len(allKinds) {
-			t.Errorf("seed %d: kinds placed %v, want all %d", seed, kinds, len(allKinds))
+		for _, k := range allKinds {
+			if kinds[k] != each {
+				t.Errorf("seed %d, %s: kinds placed %v, want %d of each", seed, d, kinds, each)
+				break
+			}
 		}
 	}
 }
