@@ -42,7 +42,6 @@ type upstream struct {
 	t0          time.Time // the load's start; calls before it have negative times
 	rng         *rand.Rand
 	bursts      []burst
-	errcodeLeft int // code calls still to answer 45011
 	sticky      *fault
 	stickyUntil time.Time
 	deadToken   string // a sticky fault's dead token, answered to normal-mode fetches
@@ -129,8 +128,6 @@ func (u *upstream) apply(f *fault, now time.Time) {
 			return
 		}
 		u.sticky, u.deadToken, u.stickyUntil = f, u.lastToken, now.Add(time.Duration(f.For*float64(time.Second)))
-	case k45011:
-		u.errcodeLeft += 3
 	default:
 		u.bursts = append(u.bursts, burst{f: f, until: now.Add(time.Duration(f.For * float64(time.Second)))})
 	}
@@ -185,10 +182,6 @@ func (u *upstream) handler(slot int) http.Handler {
 			}
 		}
 		u.bursts = kept
-		if isCode && inject == "" && u.errcodeLeft > 0 {
-			u.errcodeLeft--
-			inject = k45011
-		}
 		forced := path == stableTokenPath && bytes.Contains(body, []byte(`"force_refresh":true`))
 		deadToken := ""
 		if path == stableTokenPath && !forced && u.sticky != nil && now.Before(u.stickyUntil) {

@@ -135,7 +135,8 @@ func latencyPlot(answers []answer, bucket, d float64) *plot.Plot {
 			p.Y.Max = math.Max(p.Y.Max, xy.Y*1.5)
 		}
 	}
-	p.Y.Max = math.Max(p.Y.Max, 10)
+	// Head room on the log scale for the legend.
+	p.Y.Max = math.Max(p.Y.Max, 10) * 20
 	return p
 }
 
@@ -207,7 +208,11 @@ func (s *soak) ratePlot(calls []call, w float64, bound int, d float64) *plot.Plo
 	}
 	addLine(p, "calls", xys, palette[0], false)
 	addLine(p, fmt.Sprintf("bound (N-BURST)*%g + BURST + 2 = %d", w, bound), plotter.XYs{{X: 0, Y: float64(bound)}, {X: d, Y: float64(bound)}}, palette[3], true)
-	p.Y.Min = 0
+	most := float64(bound)
+	for _, xy := range xys {
+		most = math.Max(most, xy.Y)
+	}
+	p.Y.Min, p.Y.Max = 0, most*1.5 // head room for the legend
 	return p
 }
 

@@ -37,7 +37,7 @@ var kindHelp = map[string]string{
 	kTruncated:   "half of the code calls send half the image, then close (3-5 s)",
 	kCorrupt:     "half of the code calls answer an image that does not decode (3-5 s)",
 	kLatency:     "every call waits 1-3 s before its answer (3-6 s)",
-	k45011:       "the next 3 code calls answer 45011 (the fleet cools the endpoint down to the next minute)",
+	k45011:       "code calls answer 45011 for 1 s (the fleet cools the endpoint down to the next minute); once a run",
 	kRedisKill:   "redis-server SIGKILLed, started again empty on its port 3-6 s later",
 	kRedisPause:  "redis-server SIGSTOPped for 3-5 s",
 	kReplicaTerm: "a replica SIGTERMed, started again on its ports 2-4 s after it exits",
@@ -101,7 +101,7 @@ func parseKinds(s string) ([]string, error) {
 // load stops so the fleet can recover before the end's checks. Faults of
 // one group are at least gap apart; two sticky token faults at least 35 s
 // (WeChat's force_refresh is 30 s apart). 45011 cools the whole fleet's
-// endpoint down until the next minute, so it comes in the last third.
+// endpoint down until the next minute, so there is one, in the last third.
 func plan(rng *rand.Rand, kinds []string, perKind int, d time.Duration, replicas int) []fault {
 	start, end := 3.0, d.Seconds()-15
 	if perKind <= 0 {
@@ -109,11 +109,19 @@ func plan(rng *rand.Rand, kinds []string, perKind int, d time.Duration, replicas
 	}
 	var todo []fault
 	for _, k := range kinds {
-		for range perKind {
+		n := perKind
+		if k == k45011 {
+			// Each closes the endpoint for up to a minute: more would
+			// leave the faults after it nothing to act on.
+			n = 1
+		}
+		for range n {
 			f := fault{Kind: k}
 			switch k {
 			case kBusy, k500:
 				f.For, f.Share = 2+2*rng.Float64(), 1
+			case k45011:
+				f.For, f.Share = 1, 1
 			case kTruncated, kCorrupt:
 				f.For, f.Share = 3+2*rng.Float64(), 0.5
 			case kLatency:

@@ -247,7 +247,7 @@ func describeFault(f fault) string {
 	switch f.Kind {
 	case kLatency:
 		return fmt.Sprintf("%.1f s, every call +%.1f s", f.For, f.Delay)
-	case kBusy, k500, kTruncated, kCorrupt:
+	case kBusy, k500, kTruncated, kCorrupt, k45011:
 		return fmt.Sprintf("%.1f s, %.0f%% of code calls", f.For, 100*f.Share)
 	case kRedisKill:
 		return fmt.Sprintf("down %.1f s, started again empty", f.For)
@@ -257,8 +257,6 @@ func describeFault(f fault) string {
 		return fmt.Sprintf("replica %d, started again %.1f s after it exits", f.Replica, f.For)
 	case kSticky:
 		return fmt.Sprintf("until a forced refresh, at most %.0f s", f.For)
-	case k45011:
-		return "the next 3 code calls"
 	}
 	return ""
 }
@@ -281,7 +279,7 @@ func (s *soak) inject(ctx context.Context, f *fault) {
 	length := time.Duration(f.For * float64(time.Second))
 	defer func() { f.Ended = s.since(time.Now()) }()
 	switch f.Kind {
-	case kRevoke, k45011:
+	case kRevoke:
 		s.up.apply(f, now)
 	case kSticky:
 		s.up.apply(f, now)
@@ -290,7 +288,7 @@ func (s *soak) inject(ctx context.Context, f *fault) {
 				return
 			}
 		}
-	case kBusy, k500, kTruncated, kCorrupt, kLatency:
+	case kBusy, k500, kTruncated, kCorrupt, kLatency, k45011:
 		s.up.apply(f, now)
 		sleepUntil(ctx, now.Add(length))
 	case kRedisKill:

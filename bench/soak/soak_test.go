@@ -184,8 +184,12 @@ func TestPlanPlacesEveryKindApart(t *testing.T) {
 			}
 		}
 		for _, k := range allKinds {
-			if kinds[k] != each {
-				t.Errorf("seed %d, %s: kinds placed %v, want %d of each", seed, d, kinds, each)
+			want := each
+			if k == k45011 {
+				want = 1 // once a run: it closes the endpoint for up to a minute
+			}
+			if kinds[k] != want {
+				t.Errorf("seed %d, %s: kinds placed %v, want %d of each (one 45011)", seed, d, kinds, each)
 				break
 			}
 		}
