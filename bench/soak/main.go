@@ -17,7 +17,7 @@
 //     POST on the API port and by GET /qrcode, new and repeated scenes,
 //     and a passthrough API, spread over the replicas that are up.
 //
-// The faults (schedule.go), each at a seeded random time: token
+// The faults (schedule.go; -faults list), each at a seeded random time: token
 // revocations (plain, and "sticky": WeChat keeps returning the dead token
 // to normal-mode fetches until one forces a refresh), -1 and HTTP 500
 // bursts, truncated and corrupt images, latency spikes, 45011, Redis
@@ -35,7 +35,11 @@
 //     window's edges;
 //   - a replica's metrics (wxa_sidecar_upstream_requests_total,
 //     wxa_sidecar_upstream_errcodes_total) disagree with what WeChat
-//     counted from that process, checked once the load has stopped.
+//     counted from that process, checked once the load has stopped (a
+//     process's ok and errcode calls must be equal; it may count more
+//     failed calls than WeChat saw, never fewer);
+//   - a SIGTERMed replica takes more than SHUTDOWN_TIMEOUT (5 s) + 5 s to
+//     exit, or a replica is not ready 30 s after it is started again.
 //
 // The rest is reported, not judged: answers by class and errcode, calls
 // per distinct code (and the repeats no Redis trouble explains), RSS, open
