@@ -265,12 +265,27 @@ func (s *soak) faultLane(d float64) *plot.Plot {
 			}
 		}
 	}
+	// A row of its own: when some replica's Redis breaker was open,
+	// whatever opened it.
+	breaker := s.breakerOpen()
 	var ticks []plot.Tick
 	for i, k := range kinds {
 		ticks = append(ticks, plot.Tick{Value: float64(i), Label: k})
 	}
+	if len(breaker) > 0 {
+		ticks = append(ticks, plot.Tick{Value: float64(len(kinds)), Label: "breaker open"})
+		for _, b := range breaker {
+			y := float64(len(kinds))
+			poly, err := plotter.NewPolygon(plotter.XYs{{X: b[0] - 0.5, Y: y - 0.35}, {X: b[1] + 0.5, Y: y - 0.35},
+				{X: b[1] + 0.5, Y: y + 0.35}, {X: b[0] - 0.5, Y: y + 0.35}})
+			if err == nil {
+				poly.Color, poly.LineStyle.Width = palette[7], 0
+				p.Add(poly)
+			}
+		}
+	}
 	p.Y.Tick.Marker = plot.ConstantTicks(ticks)
-	p.Y.Min, p.Y.Max = -0.6, math.Max(0.6, float64(len(kinds))-0.4)
+	p.Y.Min, p.Y.Max = -0.6, math.Max(0.6, float64(len(ticks))-0.4)
 	groups := map[string]int{"token": 4, "upstream": 1, "redis": 3, "replica": 2}
 	for _, f := range s.faults {
 		i := slices.Index(kinds, f.Kind)

@@ -43,7 +43,10 @@ type summary struct {
 	Metrics         []metricCheck      `json:"metrics_against_wechat"`
 	Resources       []resources        `json:"resources"`
 	RedisOps        map[string]int     `json:"redis_ops_by_result"`
-	Notes           []string           `json:"notes,omitempty"`
+	// BreakerOpen are the spans (s) in which some replica's Redis breaker
+	// was open, injected fault or not.
+	BreakerOpen [][2]float64 `json:"redis_breaker_open_s"`
+	Notes       []string     `json:"notes,omitempty"`
 }
 
 type latency struct {
@@ -88,9 +91,11 @@ type rateStats struct {
 // from it, per endpoint and outcome: "ok" (an image or JSON without an
 // errcode), "errcode", "failed" (HTTP 500, a truncated or corrupt image, a
 // call given up during a latency spike; the sidecar's http_error, timeout
-// and broken_image). ok and errcode must be equal; the sidecar may count
-// more failed calls than WeChat saw, those that failed before WeChat's
-// handler ran (a connection that broke on the way), never fewer.
+// and broken_image). Exact when all three agree. Consistent (else a
+// violation) when the sidecar counts no more ok or errcode calls than
+// WeChat answered and no fewer calls in all: it may count as failed a call
+// WeChat answered after the sidecar gave up on it, and a call that failed
+// before WeChat's handler ran (a connection that broke on the way).
 type metricCheck struct {
 	Slot   int            `json:"slot"`
 	Inc    int            `json:"incarnation"`
@@ -99,9 +104,10 @@ type metricCheck struct {
 	Metric map[string]int `json:"metrics"`
 	// MetricErrs is wxa_sidecar_upstream_errcodes_total by endpoint.
 	MetricErrs map[string]int `json:"metric_errcodes"`
-	Equal      bool           `json:"agree"`
-	// Unseen are failed calls the sidecar counted and WeChat never saw.
-	Unseen int `json:"failed_before_wechat"`
+	Equal      bool           `json:"exact"`
+	Consistent bool           `json:"consistent"`
+	// Unseen is how many more calls the sidecar counted than WeChat saw.
+	Unseen int `json:"counted_not_seen"`
 }
 
 type resources struct {
@@ -234,12 +240,13 @@ func (s *soak) summarize() *summary {
 	}
 	sum.Metrics = s.metricChecks(calls)
 	for _, m := range sum.Metrics {
-		if m.Live && !m.Equal {
+		if m.Live && !m.Consistent {
 			s.chk.violate("metrics_mismatch", fmt.Sprintf("replica %d (incarnation %d): WeChat counted %v, its metrics %v, errcodes %v",
 				m.Slot, m.Inc, m.WeChat, m.Metric, m.MetricErrs))
 		}
 	}
 	sum.Resources = s.resourceStats()
+	sum.BreakerOpen = s.breakerOpen()
 	sum.RedisOps = map[string]int{}
 	s.mu.Lock()
 	for _, m := range s.metrics {
@@ -303,6 +310,7 @@ func (s *soak) replicaStops() []fault {
 // was stopped soon after it (before it could store the image).
 func (s *soak) codeStats(calls []call, asked int) codeStats {
 	cs := codeStats{DistinctAsked: asked, RepeatsExplained: map[string]int{}}
+	breaker := s.breakerOpen()
 	last := map[string]call{}
 	for _, c := range calls {
 		if c.Path != codePath {
@@ -320,7 +328,7 @@ func (s *soak) codeStats(calls []call, asked int) codeStats {
 			continue
 		}
 		cs.Repeats++
-		why := s.explain(prev, c)
+		why := s.explain(prev, c, breaker)
 		if why == "" {
 			why = "unexplained"
 			if len(cs.Unexplained) < 20 {
@@ -335,6 +343,7 @@ func (s *soak) codeStats(calls []call, asked int) codeStats {
 		redisUp := cs.ImageCalls
 		for why, n := range cs.RepeatsExplained {
 			if strings.HasPrefix(why, "redis") || why == "the earlier fetcher was stopped" {
+				// "redis ..." includes a breaker open without a fault.
 				redisUp -= n
 			}
 		}
@@ -343,8 +352,31 @@ func (s *soak) codeStats(calls []call, asked int) codeStats {
 	return cs
 }
 
+// breakerOpen returns the spans in which some replica's Redis breaker was
+// open (wxa_sidecar_redis_up 0), merged, from the once-a-second samples.
+func (s *soak) breakerOpen() [][2]float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var at []float64
+	for _, smp := range s.samples {
+		if !smp.RedisUp {
+			at = append(at, smp.At)
+		}
+	}
+	sort.Float64s(at)
+	var spans [][2]float64
+	for _, t := range at {
+		if n := len(spans); n > 0 && t <= spans[n-1][1]+1.5 {
+			spans[n-1][1] = t
+			continue
+		}
+		spans = append(spans, [2]float64{t, t})
+	}
+	return spans
+}
+
 // explain says why WeChat drew a scene again at c after prev, or "".
-func (s *soak) explain(prev, c call) string {
+func (s *soak) explain(prev, c call, breaker [][2]float64) string {
 	// Redis first: it is what the fleet shares images through.
 	for _, f := range s.faults {
 		if f.Kind == kRedisKill && f.Started > prev.At && f.Started <= c.At {
@@ -355,6 +387,11 @@ func (s *soak) explain(prev, c call) string {
 		from, to := f.span(10)
 		if (f.Kind == kRedisKill || f.Kind == kRedisPause) && f.Started > 0 && (in(c.At, from, to) || in(prev.At, from, to)) {
 			return "redis in trouble (" + f.Kind + ", or 10 s after)"
+		}
+	}
+	for _, b := range breaker {
+		if in(c.At, b[0]-1, b[1]+10) || in(prev.At, b[0]-1, b[1]+10) {
+			return "redis breaker open in a replica (or 10 s after)"
 		}
 	}
 	for _, f := range s.faults {
@@ -462,20 +499,36 @@ func (s *soak) metricChecks(calls []call) []metricCheck {
 			mc.Live = false
 			s.notes = append(s.notes, fmt.Sprintf("replica %d: its metrics could not be read at the end", k.Slot))
 		}
-		mc.Equal = true
-		for _, key := range slices.Sorted(maps.Keys(merge(mc.WeChat, mc.Metric))) {
-			w, m := mc.WeChat[key], mc.Metric[key]
-			switch {
-			case strings.HasSuffix(key, " failed") && m >= w:
-				mc.Unseen += m - w
-			case w != m:
-				mc.Equal = false
-			}
-		}
-		// Every errcode counted by endpoint matches the errcode outcomes.
+		mc.Equal, mc.Consistent = maps.Equal(mc.WeChat, mc.Metric), true
+		totals := map[string][2]int{}
 		for key, w := range mc.WeChat {
-			if ep, ok := strings.CutSuffix(key, " errcode"); ok && mc.MetricErrs[ep] != w {
-				mc.Equal = false
+			ep, class, _ := strings.Cut(key, " ")
+			m := mc.Metric[key]
+			if class != "failed" && m > w {
+				mc.Consistent = false
+			}
+			t := totals[ep]
+			totals[ep] = [2]int{t[0] + w, t[1]}
+		}
+		for key, m := range mc.Metric {
+			ep, class, _ := strings.Cut(key, " ")
+			if class != "failed" && m > mc.WeChat[key] {
+				mc.Consistent = false
+			}
+			t := totals[ep]
+			totals[ep] = [2]int{t[0], t[1] + m}
+		}
+		for _, t := range totals {
+			if t[1] < t[0] {
+				mc.Consistent = false
+			}
+			mc.Unseen += t[1] - t[0]
+		}
+		// The errcodes counted by endpoint are the calls with an errcode
+		// outcome: the sidecar's two metrics agree with each other.
+		for ep, n := range mc.MetricErrs {
+			if mc.Metric[ep+" errcode"] != n {
+				mc.Equal, mc.Consistent = false, false
 			}
 		}
 		out = append(out, mc)
@@ -581,8 +634,8 @@ func (s *soak) print(sum *summary) {
 		if m.Live {
 			state = "live"
 		}
-		p("  replica %d #%d %s: agree=%v, failed before WeChat %d\n    WeChat  %v\n    metrics %v", m.Slot, m.Inc, state, m.Equal,
-			m.Unseen, m.WeChat, m.Metric)
+		p("  replica %d #%d %s: exact=%v consistent=%v, counted but not seen by WeChat %d\n    WeChat  %v\n    metrics %v",
+			m.Slot, m.Inc, state, m.Equal, m.Consistent, m.Unseen, m.WeChat, m.Metric)
 	}
 	p("resources (RSS MiB first/max/last, fds, goroutines):")
 	for _, x := range sum.Resources {
@@ -597,6 +650,11 @@ func (s *soak) print(sum *summary) {
 		}
 	}
 	p("redis operations (every process's last scrape): %s", strings.Join(ops, ", "))
+	var spans []string
+	for _, b := range sum.BreakerOpen {
+		spans = append(spans, fmt.Sprintf("%.0f-%.0f s", b[0], b[1]))
+	}
+	p("a replica's Redis breaker open (wxa_sidecar_redis_up 0, sampled each second): %s", strings.Join(spans, ", "))
 	for _, n := range sum.Notes {
 		p("note: %s", n)
 	}

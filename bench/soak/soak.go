@@ -63,6 +63,7 @@ type sample struct {
 	Goroutines int     `json:"goroutines"`       // go_goroutines
 	MetricRSS  int64   `json:"metric_rss_bytes"` // process_resident_memory_bytes
 	MetricFDs  int     `json:"metric_fds"`       // process_open_fds
+	RedisUp    bool    `json:"redis_up"`         // wxa_sidecar_redis_up: its breaker is closed
 }
 
 func (s *soak) since(t time.Time) float64 { return t.Sub(s.t0).Seconds() }
@@ -408,7 +409,7 @@ func (s *soak) scrape(r *replica, timeout time.Duration) bool {
 	m := parseMetrics(string(body))
 	smp := sample{At: s.since(time.Now()), Slot: r.slot, Inc: inc, RSS: rss, FDs: fds,
 		Goroutines: int(m["go_goroutines"]), MetricRSS: int64(m["process_resident_memory_bytes"]),
-		MetricFDs: int(m["process_open_fds"])}
+		MetricFDs: int(m["process_open_fds"]), RedisUp: m["wxa_sidecar_redis_up"] == 1}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.samples = append(s.samples, smp)
