@@ -119,7 +119,6 @@ type load struct {
 	mu       sync.Mutex
 	answers  []answer
 	shed     int // requests not sent: every worker busy, or no replica up
-	errs     []string
 	newAsked int
 	newAt    []float32 // when each new scene was asked, seconds since t0
 }
@@ -248,11 +247,6 @@ func (l *load) do(ctx context.Context, r *replica, kind int, scene string) answe
 	a.Took = float32(time.Since(start).Seconds())
 	if err != nil {
 		a.Class, a.Err = "transport", err.Error()
-		l.mu.Lock()
-		if len(l.errs) < 200 {
-			l.errs = append(l.errs, fmt.Sprintf("%.1f s replica %d %s: %v", a.At, r.slot, kindNames[kind], err))
-		}
-		l.mu.Unlock()
 		return a
 	}
 	a.Status = int16(resp.StatusCode)

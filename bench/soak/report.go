@@ -138,7 +138,6 @@ func (s *soak) summarize() *summary {
 		Latency: map[string]latency{}, LoadAverage: s.loadAtStart + " / " + loadAverage()}
 	s.load.mu.Lock()
 	sum.Shed = s.load.shed
-	transportErrs := slices.Clone(s.load.errs)
 	distinctAsked := s.load.newAsked
 	s.load.mu.Unlock()
 
@@ -220,12 +219,13 @@ func (s *soak) summarize() *summary {
 			break
 		}
 		sum.Transport[why]++
+		if why == "unexplained" && len(sum.TransportOther) < 20 {
+			sum.TransportOther = append(sum.TransportOther, fmt.Sprintf("%.2f s (took %.2f s) replica %d %s: %s",
+				a.At, a.Took, a.Slot, kindNames[a.Kind], a.Err))
+		}
 	}
 	for _, i := range slices.Sorted(maps.Keys(drains)) {
 		sum.Drain = append(sum.Drain, *drains[i])
-	}
-	if sum.Transport["unexplained"] > 0 {
-		sum.TransportOther = transportErrs[:min(len(transportErrs), 20)]
 	}
 
 	sum.Codes = s.codeStats(calls, distinctAsked)
