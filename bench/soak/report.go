@@ -634,8 +634,11 @@ func (s *soak) print(sum *summary) {
 		if m.Live {
 			state = "live"
 		}
-		p("  replica %d #%d %s: exact=%v consistent=%v, counted but not seen by WeChat %d\n    WeChat  %v\n    metrics %v",
-			m.Slot, m.Inc, state, m.Equal, m.Consistent, m.Unseen, m.WeChat, m.Metric)
+		verdict := fmt.Sprintf("exact=%v consistent=%v, counted but not seen by WeChat %d", m.Equal, m.Consistent, m.Unseen)
+		if !m.Live {
+			verdict = "not judged"
+		}
+		p("  replica %d #%d %s: %s\n    WeChat  %v\n    metrics %v", m.Slot, m.Inc, state, verdict, m.WeChat, m.Metric)
 	}
 	p("resources (RSS MiB first/max/last, fds, goroutines):")
 	for _, x := range sum.Resources {
