@@ -19,7 +19,8 @@ const module = "github.com/wxa-sidecar/wxa-sidecar"
 // --demo.
 var onlyWiringImports = map[string][]string{
 	module + "/config":     {module, module + "/sidecar"},
-	module + "/wechattest": {module},
+	// The chaos soak runs the fake as WeChat's stand-in, as --demo does.
+	module + "/wechattest": {module, module + "/bench/soak"},
 }
 
 // layoutDoc holds the "Code layout" table the import rules are read from.
