@@ -46,34 +46,40 @@ func LocalFlight() Flight { return new(localFlight) }
 type localFlight struct{ g singleflight.Group }
 
 func (f *localFlight) Run(ctx context.Context, _ string, k cache.Key, load func(context.Context) (*cache.Entry, error)) (*cache.Entry, Source, error) {
-	var leading atomic.Bool
-	// The caller whose load runs may hang up; the others sharing the
-	// flight must still get its result.
+	e, leading, err := Collapse(ctx, &f.g, string(k[:]), load)
+	if leading {
+		return e, Own, err
+	}
+	return e, Joined, err
+}
+
+// Collapse runs run once for the concurrent callers of key in g and hands
+// each its result: the single-flight every Flight is built on. run gets
+// a ctx detached from any one caller's cancellation (the caller whose run
+// it is may hang up; the others must still get its result) and a panic in
+// it is an error, never a crash (DoChan re-panics in a goroutine of its
+// own, which would kill the process). A caller whose ctx ends gets
+// ctx.Err() at once and the flight goes on for the others. leading says
+// whether this caller's run it was; a caller that leaves before its own
+// flight started counts as not leading: singleflight cannot say which
+// caller it will run.
+func Collapse[T any](ctx context.Context, g *singleflight.Group, key string, run func(context.Context) (T, error)) (v T, leading bool, err error) {
+	var ran atomic.Bool
 	detached := context.WithoutCancel(ctx)
-	ch := f.g.DoChan(string(k[:]), func() (v any, err error) {
-		leading.Store(true)
+	ch := g.DoChan(key, func() (v any, err error) {
+		ran.Store(true)
 		defer func() {
-			// DoChan re-panics in a goroutine of its own, which would
-			// kill the process.
 			if r := recover(); r != nil {
-				v, err = nil, fmt.Errorf("codes: panic while loading a code: %v", r)
+				v, err = nil, fmt.Errorf("codes: panic while loading: %v", r)
 			}
 		}()
-		return load(detached)
+		return run(detached)
 	})
-	from := func() Source {
-		if leading.Load() {
-			return Own
-		}
-		return Joined
-	}
 	select {
 	case <-ctx.Done():
-		// A caller that leaves before its own flight started counts as
-		// joined: singleflight cannot say which caller it will run.
-		return nil, from(), ctx.Err()
+		return v, ran.Load(), ctx.Err()
 	case res := <-ch:
-		e, _ := res.Val.(*cache.Entry)
-		return e, from(), res.Err
+		v, _ = res.Val.(T)
+		return v, ran.Load(), res.Err
 	}
 }

@@ -102,33 +102,17 @@ func New(o Options) (*Client, error) {
 	if err != nil {
 		return nil, errors.New("fleet: REDIS_URL does not parse") // never echo it: it may hold the password
 	}
-	// Fail fast and let the breaker decide: go-redis's default dial
-	// retries take 1.7 s against a refused port.
-	noMaint := &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	if u.Query().Has("addr") {
 		opt, err := redis.ParseClusterURL(o.URL)
 		if err != nil {
 			return nil, errors.New("fleet: REDIS_URL is not a valid Cluster URL")
 		}
-		if o.Password != "" {
-			opt.Password = o.Password
+		if err := tune(tunable{&opt.Password, &opt.TLSConfig, &opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout,
+			&opt.PoolTimeout, &opt.MaxRetries, &opt.DialerRetries, &opt.MaintNotificationsConfig, &opt.DisableIdentity},
+			o, tlsConfig); err != nil {
+			return nil, err
 		}
-		if opt.TLSConfig != nil && opt.TLSConfig.InsecureSkipVerify {
-			return nil, errSkipVerify
-		}
-		if tlsConfig != nil {
-			if opt.TLSConfig == nil {
-				return nil, errCAWithoutTLS
-			}
-			opt.TLSConfig.RootCAs = tlsConfig.RootCAs
-		}
-		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = o.Timeout, o.Timeout, o.Timeout
-		opt.PoolTimeout = o.Timeout
-		opt.MaxRetries = -1
 		opt.MaxRedirects = 2
-		opt.DialerRetries = 1
-		opt.MaintNotificationsConfig = noMaint
-		opt.DisableIdentity = true
 		c.rdb = redis.NewClusterClient(opt)
 		c.addr, c.cluster = strings.Join(opt.Addrs, ","), true
 	} else {
@@ -136,29 +120,53 @@ func New(o Options) (*Client, error) {
 		if err != nil {
 			return nil, errors.New("fleet: REDIS_URL is not a valid redis:// or rediss:// URL")
 		}
-		if o.Password != "" {
-			opt.Password = o.Password
+		if err := tune(tunable{&opt.Password, &opt.TLSConfig, &opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout,
+			&opt.PoolTimeout, &opt.MaxRetries, &opt.DialerRetries, &opt.MaintNotificationsConfig, &opt.DisableIdentity},
+			o, tlsConfig); err != nil {
+			return nil, err
 		}
-		if opt.TLSConfig != nil && opt.TLSConfig.InsecureSkipVerify {
-			return nil, errSkipVerify
-		}
-		if tlsConfig != nil {
-			if opt.TLSConfig == nil {
-				return nil, errCAWithoutTLS
-			}
-			opt.TLSConfig.RootCAs = tlsConfig.RootCAs
-		}
-		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = o.Timeout, o.Timeout, o.Timeout
-		opt.PoolTimeout = o.Timeout
-		opt.MaxRetries = -1
-		opt.DialerRetries = 1
-		opt.MaintNotificationsConfig = noMaint
-		opt.DisableIdentity = true
 		c.rdb = redis.NewClient(opt)
 		c.addr = opt.Addr
 	}
 	setLoggerOnce.Do(func() { redis.SetLogger(slogLogger{o.Logger}) })
 	return c, nil
+}
+
+// tunable are the fields the sidecar sets alike on a single node's and a
+// Cluster's go-redis options, which are two types.
+type tunable struct {
+	password                *string
+	tls                     **tls.Config
+	dial, read, write, pool *time.Duration
+	retries, dialerRetries  *int
+	maint                   **maintnotifications.Config
+	disableIdentity         *bool
+}
+
+// tune sets what the sidecar wants of either client: REDIS_PASSWORD_FILE's
+// password over the URL's, a server always verified (with REDIS_CA_FILE's
+// CA when given), one timeout for every step, and no retries of its own:
+// fail fast and let the breaker decide (go-redis's default dial retries
+// take 1.7 s against a refused port). No maintenance notifications, no
+// CLIENT SETINFO.
+func tune(t tunable, o Options, ca *tls.Config) error {
+	if o.Password != "" {
+		*t.password = o.Password
+	}
+	if *t.tls != nil && (*t.tls).InsecureSkipVerify {
+		return errSkipVerify
+	}
+	if ca != nil {
+		if *t.tls == nil {
+			return errCAWithoutTLS
+		}
+		(*t.tls).RootCAs = ca.RootCAs
+	}
+	*t.dial, *t.read, *t.write, *t.pool = o.Timeout, o.Timeout, o.Timeout, o.Timeout
+	*t.retries, *t.dialerRetries = -1, 1
+	*t.maint = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	*t.disableIdentity = true
+	return nil
 }
 
 // errCAWithoutTLS: a CA asked for verification that a plaintext redis://

@@ -5,10 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -160,45 +158,26 @@ type flightResult struct {
 
 // Run implements codes.Flight.
 func (f *Flight) Run(ctx context.Context, app string, k cache.Key, load func(context.Context) (*cache.Entry, error)) (*cache.Entry, codes.Source, error) {
-	var leading atomic.Bool
-	ch := f.g.DoChan(string(k[:]), func() (v any, err error) {
-		leading.Store(true)
+	r, leading, err := codes.Collapse(ctx, &f.g, string(k[:]), func(detached context.Context) (flightResult, error) {
 		f.running.add()
 		defer f.running.done()
-		// The caller whose flight this is may hang up; the others sharing
-		// it must still get its result. Only Stop ends it.
-		detached, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		// Only Stop ends a flight its callers have left.
+		detached, cancel := context.WithCancel(detached)
 		defer cancel()
 		defer context.AfterFunc(f.life, cancel)()
 		if f.life.Err() != nil {
 			cancel() // now, not in AfterFunc's goroutine
 		}
-		defer func() {
-			// DoChan re-panics in a goroutine of its own, which would
-			// kill the process.
-			if r := recover(); r != nil {
-				v, err = flightResult{}, fmt.Errorf("fleet: panic while loading a code: %v", r)
-			}
-		}()
 		e, fleet, err := f.lead(detached, app, k, load)
 		return flightResult{e: e, fleet: fleet}, err
 	})
-	from := func(fleet bool) codes.Source {
-		switch {
-		case fleet:
-			return codes.Fleet
-		case leading.Load():
-			return codes.Own
-		}
-		return codes.Joined
+	switch {
+	case r.fleet:
+		return r.e, codes.Fleet, err
+	case leading:
+		return r.e, codes.Own, err
 	}
-	select {
-	case <-ctx.Done():
-		return nil, from(false), ctx.Err()
-	case res := <-ch:
-		r, _ := res.Val.(flightResult)
-		return r.e, from(r.fleet), res.Err
-	}
+	return r.e, codes.Joined, err
 }
 
 // flightKeys are one key's names in Redis, and the app whose key seals
