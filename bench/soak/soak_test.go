@@ -32,11 +32,6 @@ var knownOpen = map[string]string{
 	// trouble").
 	"rate_1s":  "issue 17",
 	"rate_10s": "issue 17",
-	// A replica that finds the fleet's force_refresh slot taken, or whose
-	// refresh after a token error times out, answers WeChat's 40001
-	// (issue 17, "A caller sees 40001 in stable mode"): 0 in most runs of
-	// seed 1, hundreds in some of other seeds.
-	"token_error": "issue 17",
 }
 
 // TestSoak runs the soak's 60 s version as `go run ./bench/soak` would:
