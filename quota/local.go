@@ -101,6 +101,8 @@ type Local struct {
 	closed    bool
 	buckets   map[Key]*rate.Limiter
 	cooldowns map[Key]*cooldown
+	// latest is the latest instant a bucket was given (see latestAt).
+	latest time.Time
 }
 
 var _ Gate = (*Local)(nil)
@@ -159,17 +161,31 @@ func newTimer(d time.Duration) (<-chan time.Time, func() bool) {
 }
 
 // admitAt is Admit at the instant now, queueing on timers from newTimer.
+//
+// Everything that touches a bucket happens under l.mu, at an instant that
+// never goes back (see latestAt): x/time/rate reads an instant older than
+// its last as "no time passed" and then counts the time since that older
+// instant again at the next call, so out-of-order instants would admit
+// more than the limit. A refused reservation is cancelled before l.mu is
+// released, while it is still the bucket's latest: x/time/rate gives a
+// slot back only if no reservation was made after it, so a cancel after
+// the unlock lost the slot whenever another caller came in between, and
+// under contention the bucket sank (9 calls in 3 s at 10/s, burst 9).
 func (l *Local) admitAt(ctx context.Context, k Key, now time.Time, newTimer func(time.Duration) (<-chan time.Time, func() bool)) error {
 	l.mu.Lock()
+	now = l.latestAt(now)
 	if cd := l.cooldowns[k]; cd != nil && now.Before(cd.Until) {
 		l.mu.Unlock()
 		return cd.Refusal(now)
 	}
 	r := l.bucket(k).ReserveN(now, 1)
-	l.mu.Unlock()
 	delay := r.DelayFrom(now)
-	if !r.OK() || delay > l.opts.MaxWait {
+	refused := !r.OK() || delay > l.opts.MaxWait
+	if refused {
 		r.CancelAt(now)
+	}
+	l.mu.Unlock()
+	if refused {
 		if l.opts.Hooks.Rejected != nil {
 			l.opts.Hooks.Rejected(k)
 		}
@@ -188,9 +204,22 @@ func (l *Local) admitAt(ctx context.Context, k Key, now time.Time, newTimer func
 		return nil
 	case <-ctx.Done():
 		// Give the slot back, so the next caller need not wait for it.
-		r.CancelAt(l.now())
+		l.mu.Lock()
+		r.CancelAt(l.latestAt(l.now()))
+		l.mu.Unlock()
 		return ctx.Err()
 	}
+}
+
+// latestAt is now, or the latest instant the buckets have been given if
+// now is older: an instant read before another caller's may reach l.mu
+// after it. l.mu must be held.
+func (l *Local) latestAt(now time.Time) time.Time {
+	if now.Before(l.latest) {
+		return l.latest
+	}
+	l.latest = now
+	return now
 }
 
 // Observe starts a cool-down on k when code is a quota errcode that closes
