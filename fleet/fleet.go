@@ -105,6 +105,8 @@ type Client struct {
 	hooks   Hooks
 	now     func() time.Time
 	breaker breaker
+	// answered: Redis has answered this client at least once.
+	answered atomic.Bool
 }
 
 // setLoggerOnce: go-redis has one process-wide logger.
@@ -355,6 +357,7 @@ func refusedCredentials(err error) string {
 }
 
 func (c *Client) success() {
+	c.answered.Store(true)
 	if c.breaker.success() {
 		c.log.Info("redis reachable again: the shared tier is back")
 		if c.hooks.Up != nil {
@@ -362,6 +365,10 @@ func (c *Client) success() {
 		}
 	}
 }
+
+// Answered reports whether Redis has answered this client since it was
+// made: false for a replica started while Redis is out of reach.
+func (c *Client) Answered() bool { return c.answered.Load() }
 
 func (c *Client) report(op, result string, d time.Duration) {
 	if c.hooks.Request != nil {

@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,30 +19,55 @@ import (
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
-// admitScript is one Admit in one round trip: the app+endpoint's shared
-// cool-down first, then a GCRA reservation on Redis's own clock (TIME), so
-// the replicas' clocks do not matter. The bucket is x/time/rate's, written
-// as a theoretical arrival time (TAT, µs): Burst calls at once, then one
-// every interval. A reservation whose wait would exceed max_wait is not
-// taken.
+// admitScript is one Admit in one round trip: first the charge for what
+// this replica's local bucket granted while Redis could not be asked (see
+// Gate), then the app+endpoint's shared cool-down, then a GCRA reservation
+// on Redis's own clock (TIME), so the replicas' clocks do not matter. The
+// bucket is x/time/rate's, written as a theoretical arrival time (TAT,
+// µs): Burst calls at once, then one every interval. A reservation whose
+// wait would exceed max_wait is not taken.
+//
+// A charge moves TAT on by that many intervals, as if the local grants
+// had been made through this bucket now; it is applied whatever else the
+// script answers. TAT never goes further ahead than twice a full bucket's
+// burst and queue (every replica's share of the burst and queue charged on
+// top of a bucket already drained and queued): the bound a reader of TAT
+// may hold it to.
+//
+// A request Redis runs only after its sender has given up on it (Redis
+// paused, or too slow to answer within REDIS_TIMEOUT) does nothing: its
+// caller was decided by the local share meanwhile, and a reservation made
+// for nobody would waste a slot (or a charge be counted twice). Its expiry
+// is on Redis's clock, as the sender estimates it from earlier answers.
 //
 // KEYS: the cool-down, the bucket's TAT. ARGV: interval µs, burst,
-// max_wait µs. Returns {1, cool-down value, its PTTL ms} when closed,
-// {2, delay µs, TAT µs, now µs} when refused, {0, delay µs, TAT µs,
-// now µs} when reserved: the caller waits delay, then calls.
+// max_wait µs, charge (slots, may be fractional), expiry (µs on Redis's
+// clock, 0: none). Returns {3, now µs} when expired, {1, cool-down value,
+// its PTTL ms} when closed, {2, delay µs, TAT µs, now µs} when refused,
+// {0, delay µs, TAT µs, now µs} when reserved: the caller waits delay,
+// then calls.
 var admitScript = redis.NewScript(`
-local cd = redis.call('GET', KEYS[1])
-if cd then
-  return {1, cd, redis.call('PTTL', KEYS[1])}
-end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local expires = tonumber(ARGV[5]) or 0
+if expires > 0 and now > expires then
+  return {3, now}
+end
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local max_wait = tonumber(ARGV[3])
+local charge = tonumber(ARGV[4]) or 0
 local tat = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 if tat < now then
   tat = now
+end
+if charge > 0 then
+  tat = math.min(tat + charge * interval, now + 2 * (burst * interval + max_wait))
+  redis.call('SET', KEYS[2], string.format('%.0f', tat), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+end
+local cd = redis.call('GET', KEYS[1])
+if cd then
+  return {1, cd, redis.call('PTTL', KEYS[1])}
 end
 local new_tat = tat + interval
 local delay = new_tat - burst * interval - now
@@ -126,6 +153,32 @@ const strikeMemory = time.Minute
 // from Redis, so a replica that saw a 45009 keeps refusing through an
 // outage.
 //
+// The two buckets hold one limit between them: over any window of W
+// seconds the fleet's calls stay within rate × W + burst, with Redis up,
+// slow, flapping or down, and each call is decided by exactly one of them
+// (Redis's when it answered, else the local share's).
+//   - A local bucket that takes over from Redis (this replica has had an
+//     answer from Redis before) starts empty (quota.Local.AdmitInstead):
+//     Redis's bucket may have just been drained, and a full local share
+//     would add its burst on top. One used while Redis has never answered
+//     (a replica started during an outage) starts full, with its share of
+//     the burst, as a replica without Redis would.
+//   - When Redis answers again, the admission that reaches it first
+//     carries a charge (quota.Local.Settle): what the local bucket granted
+//     beyond what it would have refilled anyway. The script moves the
+//     bucket's TAT on by that many slots before deciding, so Redis's
+//     bucket, which refilled meanwhile, does not give a fresh burst on top
+//     of the local grants. With every replica's fallback starting empty,
+//     the fleet's local shares never hold more than Redis's bucket would
+//     have, and the charges bring Redis's bucket back to no more than
+//     they hold between them. A charge that does not reach Redis is owed
+//     to the next admission; one whose answer was lost may be charged
+//     twice (a slot wasted, never one too many).
+//   - A replica whose breaker stays open after another's has closed keeps
+//     its share's refill while Redis's bucket refills too; its charge
+//     arrives when its breaker closes (at most the breaker's cool-off,
+//     5 s, later).
+//
 // Hooks fire as a Local's would: Rejected when no slot is free within
 // MaxWait (Redis's bucket or the local one), Waited for every call let
 // through (the Redis bucket's delay, or the local one's); Cooldown(true)
@@ -138,6 +191,12 @@ type Gate struct {
 	now      func() time.Time
 	log      *slog.Logger
 	newTimer func(time.Duration) (<-chan time.Time, func() bool)
+
+	// offset is Redis's clock less this replica's (µs, from the latest
+	// answer that carried Redis's time), for the expiry of a request;
+	// offsetKnown is false until one did.
+	offset      atomic.Int64
+	offsetKnown atomic.Bool
 
 	mu sync.Mutex
 	// buckets is the last state of each fleet bucket this replica saw,
@@ -199,17 +258,30 @@ func (g *Gate) Admit(ctx context.Context, k quota.Key) error {
 	}
 	interval := intervalOf(lim.Rate)
 	burst := max(lim.Burst, 1)
+	charge := g.local.Settle(k)
 	var res []any
 	err := g.c.Do(ctx, OpRateLimit, func(ctx context.Context) error {
 		var err error
 		res, err = admitScript.Run(ctx, g.c.Redis(), []string{g.cooldownKey(k), g.bucketKey(k)},
-			interval, burst, g.opts.MaxWait.Microseconds()).Slice()
+			interval, burst, g.opts.MaxWait.Microseconds(), strconv.FormatFloat(charge, 'f', 6, 64), g.expiry()).Slice()
 		return err
 	})
 	if err != nil {
-		return g.local.Admit(ctx, k)
+		// The charge may not have reached Redis: owe it to the next
+		// admission (twice charged at worst, never forgotten).
+		g.local.Owe(k, charge)
+		return g.fallback(ctx, k)
 	}
 	kind, _ := at[int64](res, 0)
+	if kind == 3 {
+		// Our estimate of Redis's clock was off (the request was not
+		// late, or we would not have its answer): learn it, decide here.
+		if redisNow, ok := at[int64](res, 1); ok {
+			g.learnClock(redisNow)
+		}
+		g.local.Owe(k, charge)
+		return g.fallback(ctx, k)
+	}
 	if kind == 1 {
 		value, _ := at[string](res, 1)
 		pttl, _ := at[int64](res, 2)
@@ -220,8 +292,9 @@ func (g *Gate) Admit(ctx context.Context, k quota.Key) error {
 	redisNow, ok3 := at[int64](res, 3)
 	if !ok1 || !ok2 || !ok3 {
 		g.log.Warn("fleet: unexpected rate-limit answer from Redis: deciding locally", "reply", fmt.Sprint(res))
-		return g.local.Admit(ctx, k)
+		return g.fallback(ctx, k)
 	}
+	g.learnClock(redisNow)
 	g.saw(k, float64(burst)-float64(tat-redisNow)/float64(interval), redisNow)
 	delay := time.Duration(delayMicros) * time.Microsecond
 	if kind == 2 {
@@ -251,6 +324,32 @@ func (g *Gate) Admit(ctx context.Context, k quota.Key) error {
 	}
 }
 
+// expiry is when a rate-limit request sent now is stale, on Redis's clock
+// (µs), 0 before Redis has told us its time: twice the operation's
+// timeout from now, past which its sender has surely given up on it
+// (learnClock's estimate errs by at most the answer's travel time, itself
+// within one timeout).
+func (g *Gate) expiry() int64 {
+	if !g.offsetKnown.Load() {
+		return 0
+	}
+	return time.Now().UnixMicro() + g.offset.Load() + 2*g.c.timeout.Microseconds()
+}
+
+// learnClock records Redis's clock as an answer just gave it. It uses the
+// wall clock, not the gate's (tests move that one): the time a request
+// spends in transit is real.
+func (g *Gate) learnClock(redisNow int64) {
+	g.offset.Store(redisNow - time.Now().UnixMicro())
+	g.offsetKnown.Store(true)
+}
+
+// fallback decides a call on the local share, Redis's bucket out of reach:
+// from empty if this replica has used Redis before (see Gate).
+func (g *Gate) fallback(ctx context.Context, k quota.Key) error {
+	return g.local.AdmitInstead(ctx, k, g.c.Answered())
+}
+
 // admitUnlimited admits a call without a rate limit unless a cool-down
 // is shared in Redis.
 func (g *Gate) admitUnlimited(ctx context.Context, k quota.Key, now time.Time) error {
@@ -270,7 +369,7 @@ func (g *Gate) admitUnlimited(ctx context.Context, k quota.Key, now time.Time) e
 	case errors.Is(err, redis.Nil):
 		return nil
 	case err != nil:
-		return g.local.Admit(ctx, k)
+		return g.fallback(ctx, k)
 	}
 	return g.sharedCooldown(ctx, k, value, pttl, now)
 }
@@ -281,7 +380,7 @@ func (g *Gate) sharedCooldown(ctx context.Context, k quota.Key, value string, pt
 	cd, err := parseCooldown(value)
 	if err != nil {
 		g.log.Warn("fleet: unreadable cool-down in Redis: deciding locally", "app", k.App, "endpoint", k.Endpoint, "error", err.Error())
-		return g.local.Admit(ctx, k)
+		return g.fallback(ctx, k)
 	}
 	g.local.Adopt(k, cd)
 	r := cd.Refusal(now)

@@ -103,6 +103,22 @@ type Local struct {
 	cooldowns map[Key]*cooldown
 	// latest is the latest instant a bucket was given (see latestAt).
 	latest time.Time
+	// standIns are the buckets deciding in place of a shared one (see
+	// AdmitInstead); they grow with the keys callers pass, like buckets.
+	standIns map[Key]*standIn
+}
+
+// standIn is a bucket's record of deciding in place of a shared bucket:
+// what the shared bucket must be charged when it answers again.
+type standIn struct {
+	// active: the bucket has decided since the shared one last settled.
+	active bool
+	// since and start: when it began to, and the slots it held then.
+	since time.Time
+	start float64
+	// owed is what earlier periods granted that the shared bucket has
+	// not yet been charged (a charge that did not reach it).
+	owed float64
 }
 
 var _ Gate = (*Local)(nil)
@@ -120,7 +136,7 @@ func NewLocal(o Options) *Local {
 	o.MaxWait = max(o.MaxWait, 0)
 	l := &Local{opts: o, now: o.Now, log: o.Logger,
 		afterFunc: func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop },
-		buckets:   map[Key]*rate.Limiter{}, cooldowns: map[Key]*cooldown{}}
+		buckets:   map[Key]*rate.Limiter{}, cooldowns: map[Key]*cooldown{}, standIns: map[Key]*standIn{}}
 	if l.now == nil {
 		l.now = time.Now
 	}
@@ -155,6 +171,81 @@ func (l *Local) Admit(ctx context.Context, k Key) error {
 	return l.admitAt(ctx, k, l.now(), newTimer)
 }
 
+// AdmitInstead is Admit for a gate whose shared bucket for k (in Redis)
+// could not be asked: this bucket decides in its place until Settle. When
+// it starts to, and takeover is true (the shared bucket was in use), it
+// starts empty: the shared one may have just been drained, and a full
+// local bucket would add a burst on top of it. Without takeover (the
+// shared bucket was never reached, as at a start with Redis down) it
+// starts as it is, full when new.
+func (l *Local) AdmitInstead(ctx context.Context, k Key, takeover bool) error {
+	return l.admitInsteadAt(ctx, k, takeover, l.now(), newTimer)
+}
+
+func (l *Local) admitInsteadAt(ctx context.Context, k Key, takeover bool, now time.Time, newTimer func(time.Duration) (<-chan time.Time, func() bool)) error {
+	return l.admit(ctx, k, now, newTimer, func(now time.Time) {
+		s := l.standIns[k]
+		if s == nil {
+			s = &standIn{}
+			l.standIns[k] = s
+		}
+		if s.active {
+			return
+		}
+		b := l.bucket(k)
+		if takeover && b.Limit() != rate.Inf {
+			// A new bucket, emptied at now.
+			b = rate.NewLimiter(b.Limit(), b.Burst())
+			b.AllowN(now, b.Burst())
+			l.buckets[k] = b
+		}
+		s.active, s.since, s.start = true, now, b.TokensAt(now)
+	})
+}
+
+// Settle ends the period in which k's bucket decided in place of the
+// shared one (AdmitInstead) and returns what the shared bucket must be
+// charged for it, in slots: what the local bucket granted beyond what it
+// would have refilled anyway (the slots it would hold now had it granted
+// nothing, less those it holds), plus anything owed (Owe). A gate calls it
+// before asking the shared bucket, and sends the charge with the request,
+// so that the shared bucket never offers again what the local one already
+// gave: it starts where the local one leaves off, not full.
+func (l *Local) Settle(k Key) float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.standIns[k]
+	if s == nil {
+		return 0
+	}
+	owed := s.owed
+	if s.active {
+		now := l.latestAt(l.now())
+		if b := l.buckets[k]; b != nil && b.Limit() != rate.Inf {
+			untouched := min(float64(b.Burst()), s.start+float64(b.Limit())*now.Sub(s.since).Seconds())
+			owed += max(untouched-b.TokensAt(now), 0)
+		}
+	}
+	*s = standIn{}
+	return owed
+}
+
+// Owe adds slots to what the next Settle of k returns: a charge Settle
+// returned that did not reach the shared bucket.
+func (l *Local) Owe(k Key, slots float64) {
+	if slots <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.standIns[k]
+	if s == nil {
+		s = &standIn{}
+		l.standIns[k] = s
+	}
+	s.owed += slots
+}
+
 func newTimer(d time.Duration) (<-chan time.Time, func() bool) {
 	t := time.NewTimer(d)
 	return t.C, t.Stop
@@ -172,11 +263,20 @@ func newTimer(d time.Duration) (<-chan time.Time, func() bool) {
 // the unlock lost the slot whenever another caller came in between, and
 // under contention the bucket sank (9 calls in 3 s at 10/s, burst 9).
 func (l *Local) admitAt(ctx context.Context, k Key, now time.Time, newTimer func(time.Duration) (<-chan time.Time, func() bool)) error {
+	return l.admit(ctx, k, now, newTimer, nil)
+}
+
+// admit is admitAt, running prepare (when not nil) under l.mu before the
+// bucket is asked, at the instant it is asked.
+func (l *Local) admit(ctx context.Context, k Key, now time.Time, newTimer func(time.Duration) (<-chan time.Time, func() bool), prepare func(now time.Time)) error {
 	l.mu.Lock()
 	now = l.latestAt(now)
 	if cd := l.cooldowns[k]; cd != nil && now.Before(cd.Until) {
 		l.mu.Unlock()
 		return cd.Refusal(now)
+	}
+	if prepare != nil {
+		prepare(now)
 	}
 	r := l.bucket(k).ReserveN(now, 1)
 	delay := r.DelayFrom(now)
