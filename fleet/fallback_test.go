@@ -105,9 +105,16 @@ func splitSeq(list string) func(func(string) bool) {
 // Two replicas flooding one key while Redis pauses and resumes every
 // 400 ms (each replica's breaker opening and its probes coming through):
 // the calls admitted in any window of a second stay within rate + burst,
-// and in all within rate × elapsed + burst. Before the fix, every outage
-// gave each replica its full local share again on top of Redis's bucket.
+// and in all within rate × elapsed + burst, with callers refused at once
+// or queueing. Before the fix, every outage gave each replica its full
+// local share again on top of Redis's bucket.
 func TestFlappingRedisKeepsTheFleetWithinItsLimit(t *testing.T) {
+	for _, maxWait := range []time.Duration{0, 500 * time.Millisecond} {
+		t.Run("UPSTREAM_MAX_WAIT="+maxWait.String(), func(t *testing.T) { assertFlappingKeepsTheLimit(t, maxWait) })
+	}
+}
+
+func assertFlappingKeepsTheLimit(t *testing.T, maxWait time.Duration) {
 	srv := redistest.Start(t, redistest.Options{})
 	t.Cleanup(srv.Resume)
 	const (
@@ -116,7 +123,7 @@ func TestFlappingRedisKeepsTheFleetWithinItsLimit(t *testing.T) {
 		span  = 4 * time.Second
 	)
 	clocks := []*testClock{{t: time.Now()}, {t: time.Now()}}
-	o := quota.Options{Default: quota.Limit{Rate: rate, Burst: burst}}
+	o := quota.Options{Default: quota.Limit{Rate: rate, Burst: burst}, MaxWait: maxWait}
 	replicas := []*replica{newReplica(t, srv.URL, o, 2, clocks[0].now), newReplica(t, srv.URL, o, 2, clocks[1].now)}
 	var (
 		mu       sync.Mutex
@@ -199,5 +206,35 @@ func TestARequestRedisRunsTooLateReservesNothing(t *testing.T) {
 	}
 	if n := admitInTurn(t, 10, wxacodeKey, r.gate); n != 5 {
 		t.Errorf("Redis back: %d admitted, want 5 (the burst of 6 less the one call admitted through Redis)", n)
+	}
+}
+
+// Through an outage the local share is one bucket: callers queue in it one
+// slot after another, rather than each finding a new empty bucket (which
+// would let each through after one slot's wait).
+func TestCallersQueueInOneLocalShareThroughAnOutage(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	t.Cleanup(srv.Resume)
+	// The fleet's 30/s is 10/s here (FLEET_SIZE 3): a slot every 100 ms.
+	o := quota.Options{Default: quota.Limit{Rate: 30, Burst: 6}, MaxWait: 10 * time.Second}
+	r := newReplica(t, srv.URL, o, 3, nil)
+	if err := r.gate.Admit(t.Context(), wxacodeKey); err != nil {
+		t.Fatalf("Redis up: %v", err)
+	}
+	srv.Pause()
+	for range 3 { // the breaker opens
+		r.gate.Admit(t.Context(), qrcodeKey)
+	}
+	if st := r.client.Status(); st.Breaker != "open" {
+		t.Fatalf("breaker %q, want open", st.Breaker)
+	}
+	before := len(r.quota.waits())
+	if n, _ := admitAll(t, 10, wxacodeKey, r.gate); n != 10 {
+		t.Fatalf("%d of 10 queued callers admitted, want all", n)
+	}
+	waits := r.quota.waits()[before:]
+	slices.Sort(waits)
+	if len(waits) != 10 || waits[9] < 900*time.Millisecond {
+		t.Errorf("waited %v, want one queue: the tenth caller about a second", waits)
 	}
 }

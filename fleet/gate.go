@@ -157,27 +157,33 @@ const strikeMemory = time.Minute
 // seconds the fleet's calls stay within rate × W + burst, with Redis up,
 // slow, flapping or down, and each call is decided by exactly one of them
 // (Redis's when it answered, else the local share's).
-//   - A local bucket that takes over from Redis (this replica has had an
-//     answer from Redis before) starts empty (quota.Local.AdmitInstead):
-//     Redis's bucket may have just been drained, and a full local share
-//     would add its burst on top. One used while Redis has never answered
-//     (a replica started during an outage) starts full, with its share of
-//     the burst, as a replica without Redis would.
-//   - When Redis answers again, the admission that reaches it first
-//     carries a charge (quota.Local.Settle): what the local bucket granted
-//     beyond what it would have refilled anyway. The script moves the
-//     bucket's TAT on by that many slots before deciding, so Redis's
-//     bucket, which refilled meanwhile, does not give a fresh burst on top
-//     of the local grants. With every replica's fallback starting empty,
-//     the fleet's local shares never hold more than Redis's bucket would
-//     have, and the charges bring Redis's bucket back to no more than
-//     they hold between them. A charge that does not reach Redis is owed
-//     to the next admission; one whose answer was lost may be charged
-//     twice (a slot wasted, never one too many).
+//   - A local share that takes over from Redis (this replica has had an
+//     answer from Redis before) starts empty (quota.Local.AdmitInstead),
+//     or in debt by its part (1/FLEET_SIZE) of the calls Redis's bucket
+//     had queued when it last answered: Redis's bucket may have just been
+//     drained, and a full share would add its burst on top. One used while
+//     Redis has never answered (a replica started during an outage) starts
+//     full, with its share of the burst, as a replica without Redis would.
+//     The share stays one bucket until Redis answers again, however many
+//     calls find Redis skipped or failing meanwhile.
+//   - The first admission that reaches Redis afterwards carries a charge
+//     (quota.Local.Settle): what the local share granted beyond what it
+//     would have refilled anyway. The script moves the bucket's TAT on by
+//     that many slots before deciding, so Redis's bucket, which refilled
+//     meanwhile, does not give a fresh burst on top of the local grants:
+//     with every replica's share starting no fuller than Redis's bucket
+//     was, the shares never hold more between them than it would have, and
+//     the charges bring it back to no more than they hold. A charge that
+//     does not reach Redis is owed to the next admission; one whose answer
+//     was lost may be charged twice (a slot wasted, never one too many).
+//   - A request Redis runs only after its sender gave up (a paused Redis
+//     runs its queue when it resumes) expires instead of reserving a slot
+//     for a call the local share already decided.
 //   - A replica whose breaker stays open after another's has closed keeps
 //     its share's refill while Redis's bucket refills too; its charge
-//     arrives when its breaker closes (at most the breaker's cool-off,
-//     5 s, later).
+//     arrives when its breaker closes (at most the breaker's cool-off, 5 s,
+//     later), so the fleet may run ahead by that replica's share for that
+//     long and makes it up after.
 //
 // Hooks fire as a Local's would: Rejected when no slot is free within
 // MaxWait (Redis's bucket or the local one), Waited for every call let
@@ -191,6 +197,9 @@ type Gate struct {
 	now      func() time.Time
 	log      *slog.Logger
 	newTimer func(time.Duration) (<-chan time.Time, func() bool)
+	// fleetSize is FLEET_SIZE: each replica's share of Redis's debt when
+	// its local bucket takes over.
+	fleetSize int
 
 	// offset is Redis's clock less this replica's (µs, from the latest
 	// answer that carried Redis's time), for the expiry of a request;
@@ -220,7 +229,7 @@ var _ quota.Gate = (*Gate)(nil)
 // reach. o.Hooks, o.Logger, o.Now, o.MaxWait and o.DailyCooldown mean what
 // they mean to a Local. Close it to stop its timers.
 func NewGate(c *Client, o quota.Options, fleetSize int) *Gate {
-	g := &Gate{c: c, opts: o.Share(1), local: quota.NewLocal(o.Share(fleetSize)), now: o.Now, log: o.Logger,
+	g := &Gate{c: c, opts: o.Share(1), local: quota.NewLocal(o.Share(fleetSize)), now: o.Now, log: o.Logger, fleetSize: max(fleetSize, 1),
 		newTimer: func(d time.Duration) (<-chan time.Time, func() bool) {
 			t := time.NewTimer(d)
 			return t.C, t.Stop
@@ -258,9 +267,12 @@ func (g *Gate) Admit(ctx context.Context, k quota.Key) error {
 	}
 	interval := intervalOf(lim.Rate)
 	burst := max(lim.Burst, 1)
-	charge := g.local.Settle(k)
+	var charge float64
 	var res []any
 	err := g.c.Do(ctx, OpRateLimit, func(ctx context.Context) error {
+		// Taken only when Redis is tried: while it is skipped, the local
+		// bucket's period goes on.
+		charge = g.local.Settle(k)
 		var err error
 		res, err = admitScript.Run(ctx, g.c.Redis(), []string{g.cooldownKey(k), g.bucketKey(k)},
 			interval, burst, g.opts.MaxWait.Microseconds(), strconv.FormatFloat(charge, 'f', 6, 64), g.expiry()).Slice()
@@ -273,6 +285,10 @@ func (g *Gate) Admit(ctx context.Context, k quota.Key) error {
 		return g.fallback(ctx, k)
 	}
 	kind, _ := at[int64](res, 0)
+	if kind != 3 {
+		// Redis's bucket decides again, charged.
+		g.local.Rejoin(k)
+	}
 	if kind == 3 {
 		// Our estimate of Redis's clock was off (the request was not
 		// late, or we would not have its answer): learn it, decide here.
@@ -344,10 +360,21 @@ func (g *Gate) learnClock(redisNow int64) {
 	g.offsetKnown.Store(true)
 }
 
-// fallback decides a call on the local share, Redis's bucket out of reach:
-// from empty if this replica has used Redis before (see Gate).
+// fallback decides a call on the local share, Redis's bucket out of reach.
+// If this replica has used Redis before, a share taking over starts empty,
+// or with its part of the debt Redis's bucket had when it last answered
+// (refilled since): calls Redis had already queued (see Gate).
 func (g *Gate) fallback(ctx context.Context, k quota.Key) error {
-	return g.local.AdmitInstead(ctx, k, g.c.Answered())
+	if !g.c.Answered() {
+		return g.local.AdmitInstead(ctx, k, false, 0)
+	}
+	slots := 0.0
+	g.mu.Lock()
+	if b, ok := g.buckets[k]; ok {
+		slots = b.slots + g.now().Sub(b.at).Seconds()*g.opts.Limit(k.Endpoint).Rate
+	}
+	g.mu.Unlock()
+	return g.local.AdmitInstead(ctx, k, true, min(slots, 0)/float64(g.fleetSize))
 }
 
 // admitUnlimited admits a call without a rate limit unless a cool-down

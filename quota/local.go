@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -109,19 +110,19 @@ type Local struct {
 }
 
 // standIn is a bucket's record of deciding in place of a shared bucket:
-// what the shared bucket must be charged when it answers again.
+// what the shared bucket must be charged for it.
 type standIn struct {
-	// active: the bucket has decided since the shared one last settled.
+	// active: the bucket has decided since the shared one last answered.
 	active bool
 	// since and start: when it began to, and the slots it held then.
 	since time.Time
 	start float64
-	// owed is what earlier periods granted that the shared bucket has
-	// not yet been charged (a charge that did not reach it).
+	// charged is what Settle has taken of this period's grants so far.
+	charged float64
+	// owed is what was taken but did not reach the shared bucket (Owe),
+	// and what an ended period granted after its last Settle.
 	owed float64
 }
-
-var _ Gate = (*Local)(nil)
 
 // cooldown is a Cooldown in force and the timer that reports its end.
 type cooldown struct {
@@ -172,45 +173,46 @@ func (l *Local) Admit(ctx context.Context, k Key) error {
 }
 
 // AdmitInstead is Admit for a gate whose shared bucket for k (in Redis)
-// could not be asked: this bucket decides in its place until Settle. When
+// could not be asked: this bucket decides in its place until Rejoin. When
 // it starts to, and takeover is true (the shared bucket was in use), it
-// starts empty: the shared one may have just been drained, and a full
-// local bucket would add a burst on top of it. Without takeover (the
-// shared bucket was never reached, as at a start with Redis down) it
-// starts as it is, full when new.
-func (l *Local) AdmitInstead(ctx context.Context, k Key, takeover bool) error {
-	return l.admitInsteadAt(ctx, k, takeover, l.now(), newTimer)
+// starts with slots, at most 0: empty, or in debt for the calls the shared
+// bucket had already queued (this replica's part of them), since the
+// shared one may have just been drained and a full local bucket would add
+// a burst on top of it. Without takeover (the shared bucket was never
+// reached, as at a start with Redis down) it starts as it is, full when
+// new.
+func (l *Local) AdmitInstead(ctx context.Context, k Key, takeover bool, slots float64) error {
+	return l.admitInsteadAt(ctx, k, takeover, slots, l.now(), newTimer)
 }
 
-func (l *Local) admitInsteadAt(ctx context.Context, k Key, takeover bool, now time.Time, newTimer func(time.Duration) (<-chan time.Time, func() bool)) error {
+func (l *Local) admitInsteadAt(ctx context.Context, k Key, takeover bool, slots float64, now time.Time, newTimer func(time.Duration) (<-chan time.Time, func() bool)) error {
 	return l.admit(ctx, k, now, newTimer, func(now time.Time) {
-		s := l.standIns[k]
-		if s == nil {
-			s = &standIn{}
-			l.standIns[k] = s
-		}
+		s := l.standIn(k)
 		if s.active {
 			return
 		}
 		b := l.bucket(k)
 		if takeover && b.Limit() != rate.Inf {
-			// A new bucket, emptied at now.
 			b = rate.NewLimiter(b.Limit(), b.Burst())
-			b.AllowN(now, b.Burst())
+			b.AllowN(now, b.Burst()) // empty at now
+			// Then in debt: queued reservations, a burst at a time.
+			for debt := int(math.Round(-min(slots, 0))); debt > 0; debt -= b.Burst() {
+				b.ReserveN(now, min(debt, b.Burst()))
+			}
 			l.buckets[k] = b
 		}
-		s.active, s.since, s.start = true, now, b.TokensAt(now)
+		s.active, s.since, s.start, s.charged = true, now, b.TokensAt(now), 0
 	})
 }
 
-// Settle ends the period in which k's bucket decided in place of the
-// shared one (AdmitInstead) and returns what the shared bucket must be
-// charged for it, in slots: what the local bucket granted beyond what it
-// would have refilled anyway (the slots it would hold now had it granted
-// nothing, less those it holds), plus anything owed (Owe). A gate calls it
-// before asking the shared bucket, and sends the charge with the request,
-// so that the shared bucket never offers again what the local one already
-// gave: it starts where the local one leaves off, not full.
+// Settle returns what the shared bucket must be charged, in slots, before
+// it decides again: what k's bucket granted in its place (AdmitInstead)
+// beyond what it would have refilled anyway (the slots it would hold had
+// it granted nothing, less those it holds) and not charged yet, plus what
+// is owed. A gate calls it when it is about to ask the shared bucket, and
+// sends the charge with the request, so that the shared bucket never offers
+// again what the local one already gave. If the request fails, it gives
+// the charge back with Owe; if the shared bucket answers, it calls Rejoin.
 func (l *Local) Settle(k Key) float64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -218,16 +220,11 @@ func (l *Local) Settle(k Key) float64 {
 	if s == nil {
 		return 0
 	}
-	owed := s.owed
-	if s.active {
-		now := l.latestAt(l.now())
-		if b := l.buckets[k]; b != nil && b.Limit() != rate.Inf {
-			untouched := min(float64(b.Burst()), s.start+float64(b.Limit())*now.Sub(s.since).Seconds())
-			owed += max(untouched-b.TokensAt(now), 0)
-		}
-	}
-	*s = standIn{}
-	return owed
+	fresh := l.unchargedAt(k, s, l.latestAt(l.now()))
+	charge := s.owed + fresh
+	s.charged += fresh
+	s.owed = 0
+	return charge
 }
 
 // Owe adds slots to what the next Settle of k returns: a charge Settle
@@ -238,12 +235,43 @@ func (l *Local) Owe(k Key, slots float64) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.standIn(k).owed += slots
+}
+
+// Rejoin ends the period in which k's bucket decided in place of the
+// shared one: the shared bucket has answered. What was granted since the
+// last Settle is owed to the next; the next AdmitInstead starts a new
+// period (from empty, on a takeover).
+func (l *Local) Rejoin(k Key) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.standIns[k]
+	if s == nil || !s.active {
+		return
+	}
+	s.owed += l.unchargedAt(k, s, l.latestAt(l.now()))
+	s.active = false
+}
+
+// standIn is k's record, made on first use. l.mu must be held.
+func (l *Local) standIn(k Key) *standIn {
 	s := l.standIns[k]
 	if s == nil {
 		s = &standIn{}
 		l.standIns[k] = s
 	}
-	s.owed += slots
+	return s
+}
+
+// unchargedAt is what k's bucket has granted in the shared one's place,
+// beyond its refill, that Settle has not taken yet. l.mu must be held.
+func (l *Local) unchargedAt(k Key, s *standIn, now time.Time) float64 {
+	b := l.buckets[k]
+	if !s.active || b == nil || b.Limit() == rate.Inf {
+		return 0
+	}
+	untouched := min(float64(b.Burst()), s.start+float64(b.Limit())*now.Sub(s.since).Seconds())
+	return max(untouched-b.TokensAt(now)-s.charged, 0)
 }
 
 func newTimer(d time.Duration) (<-chan time.Time, func() bool) {
