@@ -365,16 +365,17 @@ func (g *Gate) learnClock(redisNow int64) {
 // or with its part of the debt Redis's bucket had when it last answered
 // (refilled since): calls Redis had already queued (see Gate).
 func (g *Gate) fallback(ctx context.Context, k quota.Key) error {
-	if !g.c.Answered() {
-		return g.local.AdmitInstead(ctx, k, false, 0)
+	lim := g.opts.Limit(k.Endpoint)
+	n := float64(g.fleetSize)
+	si := quota.StandIn{Takeover: g.c.Answered(), Burst: float64(max(lim.Burst, 1)) / n}
+	if si.Takeover {
+		g.mu.Lock()
+		if b, ok := g.buckets[k]; ok {
+			si.Slots = min(b.slots+g.now().Sub(b.at).Seconds()*lim.Rate, 0) / n
+		}
+		g.mu.Unlock()
 	}
-	slots := 0.0
-	g.mu.Lock()
-	if b, ok := g.buckets[k]; ok {
-		slots = b.slots + g.now().Sub(b.at).Seconds()*g.opts.Limit(k.Endpoint).Rate
-	}
-	g.mu.Unlock()
-	return g.local.AdmitInstead(ctx, k, true, min(slots, 0)/float64(g.fleetSize))
+	return g.local.AdmitInstead(ctx, k, si)
 }
 
 // admitUnlimited admits a call without a rate limit unless a cool-down

@@ -114,9 +114,10 @@ type Local struct {
 type standIn struct {
 	// active: the bucket has decided since the shared one last answered.
 	active bool
-	// since and start: when it began to, and the slots it held then.
-	since time.Time
-	start float64
+	// since and start: when it began to, and the slots it held then (or
+	// was meant to, before rounding); burst: the most it counts refill to.
+	since        time.Time
+	start, burst float64
 	// charged is what Settle has taken of this period's grants so far.
 	charged float64
 	// owed is what was taken but did not reach the shared bucket (Owe),
@@ -172,36 +173,55 @@ func (l *Local) Admit(ctx context.Context, k Key) error {
 	return l.admitAt(ctx, k, l.now(), newTimer)
 }
 
-// AdmitInstead is Admit for a gate whose shared bucket for k (in Redis)
-// could not be asked: this bucket decides in its place until Rejoin. When
-// it starts to, and takeover is true (the shared bucket was in use), it
-// starts with slots, at most 0: empty, or in debt for the calls the shared
-// bucket had already queued (this replica's part of them), since the
-// shared one may have just been drained and a full local bucket would add
-// a burst on top of it. Without takeover (the shared bucket was never
-// reached, as at a start with Redis down) it starts as it is, full when
-// new.
-func (l *Local) AdmitInstead(ctx context.Context, k Key, takeover bool, slots float64) error {
-	return l.admitInsteadAt(ctx, k, takeover, slots, l.now(), newTimer)
+// StandIn says how a bucket starts to decide in place of a shared one
+// (AdmitInstead) and what it stands for.
+type StandIn struct {
+	// Takeover: the shared bucket was in use. The bucket starts with Slots
+	// (at most 0): empty, or in debt for the calls the shared bucket had
+	// already queued (this replica's part of them), since the shared one
+	// may have just been drained and a full local bucket would add a burst
+	// on top of it. Without Takeover (the shared bucket was never reached,
+	// as at a start with Redis down) it starts as it is, full when new.
+	Takeover bool
+	Slots    float64
+	// Burst is this replica's part of the shared bucket's burst, not
+	// rounded (Options.Share rounds the bucket's own down): the most the
+	// shared bucket's part would have refilled to, which Settle charges
+	// against. 0 means the bucket's own burst.
+	Burst float64
 }
 
-func (l *Local) admitInsteadAt(ctx context.Context, k Key, takeover bool, slots float64, now time.Time, newTimer func(time.Duration) (<-chan time.Time, func() bool)) error {
+// AdmitInstead is Admit for a gate whose shared bucket for k (in Redis)
+// could not be asked: this bucket decides in its place, from the first
+// call to Rejoin, starting as si says.
+func (l *Local) AdmitInstead(ctx context.Context, k Key, si StandIn) error {
+	return l.admitInsteadAt(ctx, k, si, l.now(), newTimer)
+}
+
+func (l *Local) admitInsteadAt(ctx context.Context, k Key, si StandIn, now time.Time, newTimer func(time.Duration) (<-chan time.Time, func() bool)) error {
 	return l.admit(ctx, k, now, newTimer, func(now time.Time) {
 		s := l.standIn(k)
 		if s.active {
 			return
 		}
 		b := l.bucket(k)
-		if takeover && b.Limit() != rate.Inf {
+		start := b.TokensAt(now)
+		if si.Takeover && b.Limit() != rate.Inf {
+			start = min(si.Slots, 0)
 			b = rate.NewLimiter(b.Limit(), b.Burst())
 			b.AllowN(now, b.Burst()) // empty at now
-			// Then in debt: queued reservations, a burst at a time.
-			for debt := int(math.Round(-min(slots, 0))); debt > 0; debt -= b.Burst() {
+			// Then in debt, rounded up: queued reservations, a burst at
+			// a time.
+			for debt := int(math.Ceil(-start)); debt > 0; debt -= b.Burst() {
 				b.ReserveN(now, min(debt, b.Burst()))
 			}
 			l.buckets[k] = b
 		}
-		s.active, s.since, s.start, s.charged = true, now, b.TokensAt(now), 0
+		burst := si.Burst
+		if burst <= 0 {
+			burst = float64(b.Burst())
+		}
+		s.active, s.since, s.start, s.burst, s.charged = true, now, start, burst, 0
 	})
 }
 
@@ -270,7 +290,7 @@ func (l *Local) unchargedAt(k Key, s *standIn, now time.Time) float64 {
 	if !s.active || b == nil || b.Limit() == rate.Inf {
 		return 0
 	}
-	untouched := min(float64(b.Burst()), s.start+float64(b.Limit())*now.Sub(s.since).Seconds())
+	untouched := min(s.burst, s.start+float64(b.Limit())*now.Sub(s.since).Seconds())
 	return max(untouched-b.TokensAt(now)-s.charged, 0)
 }
 

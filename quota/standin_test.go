@@ -30,7 +30,7 @@ func TestAStandInStartsEmptyInDebtOrFull(t *testing.T) {
 			l := testLocal(t, Options{Default: Limit{Rate: 1, Burst: 5}}, c, &recorder{}, &timers{})
 			admitted, first := 0, time.Duration(0)
 			for range 10 {
-				err := l.admitInsteadAt(t.Context(), secCheckKey, tt.takeover, tt.slots, base, never)
+				err := l.admitInsteadAt(t.Context(), secCheckKey, StandIn{Takeover: tt.takeover, Slots: tt.slots}, base, never)
 				if err == nil {
 					admitted++
 				} else if first == 0 {
@@ -53,7 +53,7 @@ func TestAStandInOwesItsGrantsBeyondItsRefill(t *testing.T) {
 	admit := func(n int) int {
 		admitted := 0
 		for range n {
-			if l.admitInsteadAt(t.Context(), secCheckKey, true, 0, c.now(), never) == nil {
+			if l.admitInsteadAt(t.Context(), secCheckKey, StandIn{Takeover: true}, c.now(), never) == nil {
 				admitted++
 			}
 		}
