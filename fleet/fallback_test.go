@@ -125,6 +125,14 @@ func assertFlappingKeepsTheLimit(t *testing.T, maxWait time.Duration) {
 	clocks := []*testClock{{t: time.Now()}, {t: time.Now()}}
 	o := quota.Options{Default: quota.Limit{Rate: rate, Burst: burst}, MaxWait: maxWait}
 	replicas := []*replica{newReplica(t, srv.URL, o, 2, clocks[0].now), newReplica(t, srv.URL, o, 2, clocks[1].now)}
+	// Each replica has had an answer from Redis: every fallback below is
+	// a takeover (a replica started during an outage keeps its share of
+	// the burst, on top of what Redis gave the others).
+	for _, r := range replicas {
+		if err := r.gate.Admit(t.Context(), quota.Key{App: "wxwarm", Endpoint: unlimitedKey.Endpoint}); err != nil {
+			t.Fatalf("warming up: %v", err)
+		}
+	}
 	var (
 		mu       sync.Mutex
 		admitted []time.Time
