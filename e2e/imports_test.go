@@ -18,7 +18,7 @@ const module = "github.com/wxa-sidecar/wxa-sidecar"
 // import: the config is read in one place, and the fake is wired only for
 // --demo.
 var onlyWiringImports = map[string][]string{
-	module + "/config":     {module, module + "/sidecar"},
+	module + "/config": {module, module + "/sidecar"},
 	// The chaos soak runs the fake as WeChat's stand-in, as --demo does.
 	module + "/wechattest": {module, module + "/bench/soak"},
 }

@@ -56,6 +56,8 @@ type Client struct {
 	owed      owedQueue
 	closeOnce sync.Once
 	keys      sealer
+	// answered: Redis has answered this client at least once.
+	answered atomic.Bool
 }
 
 // setLoggerOnce: go-redis has one process-wide logger.
@@ -162,12 +164,18 @@ func tune(t tunable, o Options, ca *tls.Config) error {
 		}
 		(*t.tls).RootCAs = ca.RootCAs
 	}
-	*t.dial, *t.read, *t.write, *t.pool = o.Timeout, o.Timeout, o.Timeout, o.Timeout
+	*t.dial, *t.read, *t.write, *t.pool = o.Timeout, o.Timeout, o.Timeout, poolTimeout(o.Timeout)
 	*t.retries, *t.dialerRetries = -1, 1
 	*t.maint = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	*t.disableIdentity = true
 	return nil
 }
+
+// poolTimeout is how long an operation waits for a free connection: half
+// its timeout, so that a wait for the pool ends in redis.ErrPoolTimeout
+// (this replica's overload) before the operation's deadline would end it
+// as a timeout (Redis's failure).
+func poolTimeout(timeout time.Duration) time.Duration { return max(timeout/2, time.Millisecond) }
 
 // errCAWithoutTLS: a CA asked for verification that a plaintext redis://
 // URL would silently skip.
@@ -257,33 +265,81 @@ func (c *Client) Do(ctx context.Context, op string, f func(ctx context.Context) 
 	case errors.Is(err, redis.Nil):
 		c.report(op, ResultMiss, d)
 		c.success()
+	case refusedCredentials(err) != "":
+		// Redis answered, but it will not serve this sidecar (a wrong
+		// password, a user without the commands we need): as good as
+		// down, and it stays so until someone fixes the credentials.
+		c.report(op, ResultError, d)
+		c.failure(ctx, b, op, err)
 	case isReply(err):
 		// Redis answered (WRONGTYPE, OOM, a script error): it is
 		// reachable, so neither the breaker nor the request's budget is
 		// charged; the caller still treats the call as failed.
 		c.report(op, ResultError, d)
 		c.success()
+	case errors.Is(err, redis.ErrPoolTimeout):
+		// Every connection was busy for this replica's own requests:
+		// this replica's overload, not Redis's failure, so the breaker
+		// is not charged (it would take the fleet's limits and cache
+		// away from a replica for being busy). The request still skips
+		// Redis from now on, which relieves the pool.
+		c.report(op, ResultTimeout, d)
+		if b != nil {
+			b.spent.Store(true)
+		}
 	default:
 		result := ResultError
 		if neterr.IsTimeout(err) {
 			result = ResultTimeout
 		}
 		c.report(op, result, d)
-		if b != nil {
-			b.spent.Store(true)
-		}
-		if c.breaker.failure() {
-			c.log.Warn("redis unreachable: the shared tier is off until a probe succeeds; each replica serves alone",
-				"op", op, "error", err.Error(), "probe_after", breakerCoolOff.String())
-			if c.hooks.Up != nil {
-				c.hooks.Up(false)
-			}
-		}
+		c.failure(ctx, b, op, err)
 	}
 	return err
 }
 
+// failure charges a failed operation to the request's budget and the
+// breaker, and says so when the breaker opens: at ERROR, naming the cause,
+// when Redis refuses our credentials (nothing heals that but an operator),
+// else at WARN. The password is never in the line: Redis's own answer
+// (NOAUTH, WRONGPASS, NOPERM) does not carry it.
+func (c *Client) failure(ctx context.Context, b *budget, op string, err error) {
+	if b != nil {
+		b.spent.Store(true)
+	}
+	if !c.breaker.failure() {
+		return
+	}
+	if cause := refusedCredentials(err); cause != "" {
+		c.log.ErrorContext(ctx, "redis refuses this sidecar's credentials ("+cause+"): check the user and password of REDIS_URL or REDIS_PASSWORD_FILE and the user's ACL; the shared tier is off, each replica serves alone",
+			"op", op, "cause", cause, "error", err.Error(), "probe_after", breakerCoolOff.String())
+	} else {
+		c.log.WarnContext(ctx, "redis unreachable: the shared tier is off until a probe succeeds; each replica serves alone",
+			"op", op, "error", err.Error(), "probe_after", breakerCoolOff.String())
+	}
+	if c.hooks.Up != nil {
+		c.hooks.Up(false)
+	}
+}
+
+// refusedCredentials is NOAUTH, WRONGPASS or NOPERM when err is Redis
+// refusing this client's credentials or their rights, else "".
+func refusedCredentials(err error) string {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return ""
+	}
+	msg := re.Error()
+	for _, cause := range []string{"NOAUTH", "WRONGPASS", "NOPERM"} {
+		if strings.HasPrefix(msg, cause+" ") || msg == cause {
+			return cause
+		}
+	}
+	return ""
+}
+
 func (c *Client) success() {
+	c.answered.Store(true)
 	if c.breaker.success() {
 		c.log.Info("redis reachable again: the shared tier is back")
 		if c.hooks.Up != nil {
@@ -291,6 +347,10 @@ func (c *Client) success() {
 		}
 	}
 }
+
+// Answered reports whether Redis has answered this client since it was
+// made: false for a replica started while Redis is out of reach.
+func (c *Client) Answered() bool { return c.answered.Load() }
 
 func (c *Client) report(op, result string, d time.Duration) {
 	if c.hooks.Request != nil {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,41 +17,66 @@ import (
 	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 )
 
-// admitScript is one Admit in one round trip: the app+endpoint's shared
-// cool-down first, then a GCRA reservation on Redis's own clock (TIME), so
-// the replicas' clocks do not matter. The bucket is x/time/rate's, written
-// as a theoretical arrival time (TAT, µs): Burst calls at once, then one
-// every interval. A reservation whose wait would exceed max_wait is not
-// taken.
+// admitScript is one Admit in one round trip: first the charge for what
+// this replica's local bucket granted while Redis could not be asked (see
+// Gate), then the app+endpoint's shared cool-down, then a GCRA reservation
+// on Redis's own clock (TIME), so the replicas' clocks do not matter. The
+// bucket is x/time/rate's, written as a theoretical arrival time (TAT,
+// µs): Burst calls at once, then one every interval. A reservation whose
+// wait would exceed max_wait is not taken.
+//
+// A charge moves TAT on by that many intervals, as if the local grants
+// had been made through this bucket now; it is applied whatever else the
+// script answers. TAT never goes further ahead than twice a full bucket's
+// burst and queue (every replica's share of the burst and queue charged on
+// top of a bucket already drained and queued): the bound a reader of TAT
+// may hold it to.
+//
+// A request Redis runs only after its sender has given up on it (Redis
+// paused, or too slow to answer within REDIS_TIMEOUT) does nothing: its
+// caller was decided by the local share meanwhile, and a reservation made
+// for nobody would waste a slot (or a charge be counted twice). Its expiry
+// is on Redis's clock, as the sender estimates it from earlier answers.
 //
 // KEYS: the cool-down, the bucket's TAT. ARGV: interval µs, burst,
-// max_wait µs. Returns {1, cool-down value, its PTTL ms} when closed,
-// {2, delay µs, TAT µs, now µs} when refused, {0, delay µs, TAT µs,
-// now µs} when reserved: the caller waits delay, then calls; {3} when the
-// TAT is unreadable.
+// max_wait µs, charge (slots, may be fractional), expiry (µs on Redis's
+// clock, 0: none). Returns {3, now µs} when expired, {4} when the TAT is
+// unreadable (no number, or further ahead than any script of ours sets
+// it), {1, cool-down value, its PTTL ms} when closed, {2, delay µs, TAT µs,
+// now µs} when refused, {0, delay µs, TAT µs, now µs} when reserved: the
+// caller waits delay, then calls.
 var admitScript = redis.NewScript(`
-local cd = redis.call('GET', KEYS[1])
-if cd then
-  return {1, cd, redis.call('PTTL', KEYS[1])}
-end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local expires = tonumber(ARGV[5]) or 0
+if expires > 0 and now > expires then
+  return {3, now}
+end
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local max_wait = tonumber(ARGV[3])
+local charge = tonumber(ARGV[4]) or 0
 local tat = 0
 local raw = redis.call('GET', KEYS[2])
 if raw then
   tat = tonumber(raw)
-  -- No reservation sets a TAT further ahead than burst and max_wait (a
+  -- No script sets a TAT further ahead than twice burst and max_wait (a
   -- second's slack for a replica configured otherwise): such a value, or
   -- one that is no number, is unreadable, and the caller decides locally.
-  if not tat or tat > now + burst * interval + max_wait + 1000000 then
-    return {3}
+  if not tat or tat > now + 2 * (burst * interval + max_wait) + 1000000 then
+    return {4}
   end
 end
 if tat < now then
   tat = now
+end
+if charge > 0 then
+  tat = math.min(tat + charge * interval, now + 2 * (burst * interval + max_wait))
+  redis.call('SET', KEYS[2], string.format('%.0f', tat), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+end
+local cd = redis.call('GET', KEYS[1])
+if cd then
+  return {1, cd, redis.call('PTTL', KEYS[1])}
 end
 local new_tat = tat + interval
 local delay = new_tat - burst * interval - now
@@ -141,6 +168,38 @@ const strikeMemory = time.Minute
 // from Redis, so a replica that saw a 45009 keeps refusing through an
 // outage.
 //
+// The two buckets hold one limit between them: over any window of W
+// seconds the fleet's calls stay within rate × W + burst, with Redis up,
+// slow, flapping or down, and each call is decided by exactly one of them
+// (Redis's when it answered, else the local share's).
+//   - A local share that takes over from Redis (this replica has had an
+//     answer from Redis before) starts empty (quota.Local.AdmitInstead),
+//     or in debt by its part (1/FLEET_SIZE) of the calls Redis's bucket
+//     had queued when it last answered: Redis's bucket may have just been
+//     drained, and a full share would add its burst on top. One used while
+//     Redis has never answered (a replica started during an outage) starts
+//     full, with its share of the burst, as a replica without Redis would.
+//     The share stays one bucket until Redis answers again, however many
+//     calls find Redis skipped or failing meanwhile.
+//   - The first admission that reaches Redis afterwards carries a charge
+//     (quota.Local.Settle): what the local share granted beyond what it
+//     would have refilled anyway. The script moves the bucket's TAT on by
+//     that many slots before deciding, so Redis's bucket, which refilled
+//     meanwhile, does not give a fresh burst on top of the local grants:
+//     with every replica's share starting no fuller than Redis's bucket
+//     was, the shares never hold more between them than it would have, and
+//     the charges bring it back to no more than they hold. A charge that
+//     does not reach Redis is owed to the next admission; one whose answer
+//     was lost may be charged twice (a slot wasted, never one too many).
+//   - A request Redis runs only after its sender gave up (a paused Redis
+//     runs its queue when it resumes) expires instead of reserving a slot
+//     for a call the local share already decided.
+//   - A replica whose breaker stays open after another's has closed keeps
+//     its share's refill while Redis's bucket refills too; its charge
+//     arrives when its breaker closes (at most the breaker's cool-off, 5 s,
+//     later), so the fleet may run ahead by that replica's share for that
+//     long and makes it up after.
+//
 // Hooks fire as a Local's would: Rejected when no slot is free within
 // MaxWait (Redis's bucket or the local one), Waited for every call let
 // through (the Redis bucket's delay, or the local one's); Cooldown(true)
@@ -153,6 +212,15 @@ type Gate struct {
 	now      func() time.Time
 	log      *slog.Logger
 	newTimer func(time.Duration) (<-chan time.Time, func() bool)
+	// fleetSize is FLEET_SIZE: each replica's share of Redis's debt when
+	// its local bucket takes over.
+	fleetSize int
+
+	// offset is Redis's clock less this replica's (µs, from the latest
+	// answer that carried Redis's time), for the expiry of a request;
+	// offsetKnown is false until one did.
+	offset      atomic.Int64
+	offsetKnown atomic.Bool
 
 	mu sync.Mutex
 	// buckets is the last state of each fleet bucket this replica saw,
@@ -176,7 +244,7 @@ var _ quota.Gate = (*Gate)(nil)
 // reach. o.Hooks, o.Logger, o.Now, o.MaxWait and o.DailyCooldown mean what
 // they mean to a Local. Close it to stop its timers.
 func NewGate(c *Client, o quota.Options, fleetSize int) *Gate {
-	g := &Gate{c: c, opts: o.Share(1), local: quota.NewLocal(o.Share(fleetSize)), now: o.Now, log: o.Logger,
+	g := &Gate{c: c, opts: o.Share(1), local: quota.NewLocal(o.Share(fleetSize)), now: o.Now, log: o.Logger, fleetSize: max(fleetSize, 1),
 		newTimer: func(d time.Duration) (<-chan time.Time, func() bool) {
 			t := time.NewTimer(d)
 			return t.C, t.Stop
@@ -214,11 +282,15 @@ func (g *Gate) Admit(ctx context.Context, k quota.Key) error {
 	}
 	interval := intervalOf(lim.Rate)
 	burst := max(lim.Burst, 1)
+	var charge float64
 	var res []any
 	err := g.c.Do(ctx, OpRateLimit, func(ctx context.Context) error {
+		// Taken only when Redis is tried: while it is skipped, the local
+		// bucket's period goes on.
+		charge = g.local.Settle(k)
 		var err error
 		res, err = admitScript.Run(ctx, g.c.Redis(), []string{g.cooldownKey(k), g.bucketKey(k)},
-			interval, burst, g.opts.MaxWait.Microseconds()).Slice()
+			interval, burst, g.opts.MaxWait.Microseconds(), strconv.FormatFloat(charge, 'f', 6, 64), g.expiry()).Slice()
 		return err
 	})
 	if kind, _ := at[int64](res, 0); err == nil && kind == admitUnreadable {
@@ -228,9 +300,25 @@ func (g *Gate) Admit(ctx context.Context, k quota.Key) error {
 		err = errUnreadable
 	}
 	if err != nil {
-		return g.local.Admit(ctx, k)
+		// The charge may not have reached Redis: owe it to the next
+		// admission (twice charged at worst, never forgotten).
+		g.local.Owe(k, charge)
+		return g.fallback(ctx, k)
 	}
 	kind, _ := at[int64](res, 0)
+	if kind != 3 {
+		// Redis's bucket decides again, charged.
+		g.local.Rejoin(k)
+	}
+	if kind == 3 {
+		// Our estimate of Redis's clock was off (the request was not
+		// late, or we would not have its answer): learn it, decide here.
+		if redisNow, ok := at[int64](res, 1); ok {
+			g.learnClock(redisNow)
+		}
+		g.local.Owe(k, charge)
+		return g.fallback(ctx, k)
+	}
 	if kind == 1 {
 		value, _ := at[string](res, 1)
 		pttl, _ := at[int64](res, 2)
@@ -241,8 +329,9 @@ func (g *Gate) Admit(ctx context.Context, k quota.Key) error {
 	redisNow, ok3 := at[int64](res, 3)
 	if !ok1 || !ok2 || !ok3 {
 		g.log.Warn("fleet: unexpected rate-limit answer from Redis: deciding locally", "reply", fmt.Sprint(res))
-		return g.local.Admit(ctx, k)
+		return g.fallback(ctx, k)
 	}
+	g.learnClock(redisNow)
 	g.saw(k, float64(burst)-float64(tat-redisNow)/float64(interval), redisNow)
 	delay := time.Duration(delayMicros) * time.Microsecond
 	if kind == 2 {
@@ -272,6 +361,44 @@ func (g *Gate) Admit(ctx context.Context, k quota.Key) error {
 	}
 }
 
+// expiry is when a rate-limit request sent now is stale, on Redis's clock
+// (µs), 0 before Redis has told us its time: twice the operation's
+// timeout from now, past which its sender has surely given up on it
+// (learnClock's estimate errs by at most the answer's travel time, itself
+// within one timeout).
+func (g *Gate) expiry() int64 {
+	if !g.offsetKnown.Load() {
+		return 0
+	}
+	return time.Now().UnixMicro() + g.offset.Load() + 2*g.c.timeout.Microseconds()
+}
+
+// learnClock records Redis's clock as an answer just gave it. It uses the
+// wall clock, not the gate's (tests move that one): the time a request
+// spends in transit is real.
+func (g *Gate) learnClock(redisNow int64) {
+	g.offset.Store(redisNow - time.Now().UnixMicro())
+	g.offsetKnown.Store(true)
+}
+
+// fallback decides a call on the local share, Redis's bucket out of reach.
+// If this replica has used Redis before, a share taking over starts empty,
+// or with its part of the debt Redis's bucket had when it last answered
+// (refilled since): calls Redis had already queued (see Gate).
+func (g *Gate) fallback(ctx context.Context, k quota.Key) error {
+	lim := g.opts.Limit(k.Endpoint)
+	n := float64(g.fleetSize)
+	si := quota.StandIn{Takeover: g.c.Answered(), Burst: float64(max(lim.Burst, 1)) / n}
+	if si.Takeover {
+		g.mu.Lock()
+		if b, ok := g.buckets[k]; ok {
+			si.Slots = min(b.slots+g.now().Sub(b.at).Seconds()*lim.Rate, 0) / n
+		}
+		g.mu.Unlock()
+	}
+	return g.local.AdmitInstead(ctx, k, si)
+}
+
 // admitUnlimited admits a call without a rate limit unless a cool-down
 // is shared in Redis.
 func (g *Gate) admitUnlimited(ctx context.Context, k quota.Key, now time.Time) error {
@@ -291,7 +418,7 @@ func (g *Gate) admitUnlimited(ctx context.Context, k quota.Key, now time.Time) e
 	case errors.Is(err, redis.Nil):
 		return nil
 	case err != nil:
-		return g.local.Admit(ctx, k)
+		return g.fallback(ctx, k)
 	}
 	return g.sharedCooldown(ctx, k, value, pttl, now)
 }
@@ -302,7 +429,7 @@ func (g *Gate) admitUnlimited(ctx context.Context, k quota.Key, now time.Time) e
 func (g *Gate) sharedCooldown(ctx context.Context, k quota.Key, value string, pttl time.Duration, now time.Time) error {
 	cd, err := g.openCooldown(k.App, g.cooldownKey(k), value, now, now.Add(-cooldownSlack))
 	if err != nil {
-		return g.local.Admit(ctx, k)
+		return g.fallback(ctx, k)
 	}
 	g.local.Adopt(k, cd)
 	r := cd.Refusal(now)
@@ -398,7 +525,7 @@ func intervalOf(rate float64) int64 {
 }
 
 // admitUnreadable is admitScript's answer for a TAT it cannot believe.
-const admitUnreadable = 3
+const admitUnreadable = 4
 
 // errUnreadable: a value of Redis's the tier does not believe; the call is
 // decided as if Redis were unreachable.

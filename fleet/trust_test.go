@@ -31,7 +31,10 @@ var year9999 = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 // Redis unreachable, the value is counted and left in place.
 func TestForgedCooldownNeverClosesTheEndpoint(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	o := quota.Options{Default: quota.Limit{Rate: 10, Burst: 100}}
+	// The local share that takes over from Redis starts empty (it cannot
+	// know what Redis granted): the call waits for its slot, but is never
+	// refused on the forged value's word.
+	o := quota.Options{Default: quota.Limit{Rate: 50, Burst: 100}, MaxWait: 2 * time.Second}
 	r := newReplica(t, srv.URL, o, 1, nil)
 	key := r.gate.cooldownKey(wxacodeKey)
 	now := time.Now()
@@ -99,7 +102,9 @@ func TestForgedCooldownDoesNotOutliveARealOne(t *testing.T) {
 // on its word.
 func TestForgedRateLimitInstantIsDecidedLocally(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	o := quota.Options{Default: quota.Limit{Rate: 10, Burst: 100}}
+	// As with Redis unreachable: the local share, empty as it takes over,
+	// admits the call after its slot's wait.
+	o := quota.Options{Default: quota.Limit{Rate: 50, Burst: 100}, MaxWait: 2 * time.Second}
 	r := newReplica(t, srv.URL, o, 1, nil)
 	key := r.gate.bucketKey(wxacodeKey)
 	for i, value := range []string{"99999999999999999", "not-a-number"} {
