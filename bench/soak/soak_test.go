@@ -27,9 +27,11 @@ import (
 // the issue that fixes it. The soak still reports them (t.Log); delete an
 // entry when its fix lands, so that it fails the test again.
 var knownOpen = map[string]string{
-	// The fleet exceeds its limit around Redis trouble: fallback buckets
-	// start full (issue 17, "…and the fleet exceeds it around Redis
-	// trouble").
+	// Around a Redis kill or a breaker open on one replica while the
+	// others use Redis again, the fleet can still go a few calls over a
+	// window (35 in 1 s against 32, 213 in 10 s against 212 with seed 3;
+	// 55 and 326 before the fallback started empty): docs/fleet.md, "What
+	// stays approximate".
 	"rate_1s":  "issue 17",
 	"rate_10s": "issue 17",
 }
