@@ -145,16 +145,15 @@ func (s *redisServer) stop() {
 // replica is one slot of the fleet: a process of the sidecar on fixed
 // ports, started again on the same ones after a fault stops it.
 type replica struct {
-	slot             int
-	api, admin, qr   string
-	env              []string
-	bin, logPath     string
-	routed           atomic.Bool // the load sends it requests
-	stopping         atomic.Bool // a SIGTERM or SIGKILL is on its way or done
-	mu               sync.Mutex
-	p                *process
-	inc              int // incarnation: 0 for the first process, then 1, 2...
-	incarnationStart []float64
+	slot           int
+	api, admin, qr string
+	env            []string
+	bin, logPath   string
+	routed         atomic.Bool // the load sends it requests
+	stopping       atomic.Bool // a SIGTERM or SIGKILL is on its way or done
+	mu             sync.Mutex
+	p              *process
+	inc            int // incarnation: 0 for the first process, then 1, 2...
 }
 
 func newReplica(slot int, bin, dir string, env []string) (*replica, error) {

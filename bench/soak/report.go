@@ -536,12 +536,6 @@ func (s *soak) metricChecks(calls []call) []metricCheck {
 	return out
 }
 
-func merge(a, b map[string]int) map[string]int {
-	out := maps.Clone(a)
-	maps.Copy(out, b)
-	return out
-}
-
 func toInts(m map[string]float64) map[string]int {
 	out := map[string]int{}
 	for k, v := range m {
