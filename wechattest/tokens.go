@@ -36,12 +36,18 @@ func (s *Server) withToken(h func(w http.ResponseWriter, r *http.Request, body [
 			writeErr(w, 41001, "access_token missing")
 			return
 		}
+		// A copy taken under the lock: a forced refresh revokes the token
+		// (diesAt) while other calls use it.
 		s.mu.Lock()
-		t := s.tokens[tok]
+		var t tokenInfo
+		known := s.tokens[tok] != nil
+		if known {
+			t = *s.tokens[tok]
+		}
 		now := s.opts.Now()
 		s.mu.Unlock()
 		switch {
-		case t == nil || (!t.diesAt.IsZero() && !now.Before(t.diesAt)):
+		case !known || (!t.diesAt.IsZero() && !now.Before(t.diesAt)):
 			writeErr(w, 40001, "invalid credential, access_token is invalid or not latest")
 		case !now.Before(t.expiry):
 			writeErr(w, 42001, "access_token expired")
