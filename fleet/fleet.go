@@ -19,6 +19,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/wxa-sidecar/wxa-sidecar/internal/breaker"
 	"log/slog"
 	"net/url"
 	"os"
@@ -34,10 +35,10 @@ import (
 )
 
 // Breaker policy: open after this many consecutive failures, let one probe
-// through after the cool-off.
+// through after the cool-off (internal/breaker).
 const (
-	breakerThreshold = 3
-	breakerCoolOff   = 5 * time.Second
+	breakerThreshold = breaker.Threshold
+	breakerCoolOff   = breaker.CoolOff
 )
 
 // Client is the fleet's Redis. Safe for concurrent use.
@@ -50,7 +51,7 @@ type Client struct {
 	log     *slog.Logger
 	hooks   Hooks
 	now     func() time.Time
-	breaker breaker
+	breaker breaker.Breaker
 	// owed is what this replica owes the fleet from while Redis was
 	// unreachable: leases to release, images to store (owed.go).
 	owed      owedQueue
@@ -84,7 +85,7 @@ func New(o Options) (*Client, error) {
 	if o.Keys != nil {
 		c.keys = o.Keys
 	}
-	c.breaker.now = o.Now
+	c.breaker.Now = o.Now
 	var tlsConfig *tls.Config
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)
@@ -214,7 +215,7 @@ type Status struct {
 // Status reports the address, whether Redis answered lately, and the
 // breaker's state.
 func (c *Client) Status() Status {
-	state := c.breaker.state()
+	state := c.breaker.State()
 	return Status{Addr: c.addr, Cluster: c.cluster, Up: state == "closed", Breaker: state}
 }
 
@@ -249,7 +250,7 @@ func (c *Client) Do(ctx context.Context, op string, f func(ctx context.Context) 
 	if b != nil && b.spent.Load() {
 		return ErrSkipped
 	}
-	if !c.breaker.allow() {
+	if !c.breaker.Allow() {
 		c.report(op, ResultBreakerOpen, 0)
 		return ErrSkipped
 	}
@@ -307,7 +308,7 @@ func (c *Client) failure(ctx context.Context, b *budget, op string, err error) {
 	if b != nil {
 		b.spent.Store(true)
 	}
-	if !c.breaker.failure() {
+	if !c.breaker.Failure() {
 		return
 	}
 	if cause := refusedCredentials(err); cause != "" {
@@ -340,7 +341,7 @@ func refusedCredentials(err error) string {
 
 func (c *Client) success() {
 	c.answered.Store(true)
-	if c.breaker.success() {
+	if c.breaker.Success() {
 		c.log.Info("redis reachable again: the shared tier is back")
 		if c.hooks.Up != nil {
 			c.hooks.Up(true)
@@ -389,74 +390,4 @@ func Scope(ctx context.Context) context.Context {
 func budgetOf(ctx context.Context) *budget {
 	b, _ := ctx.Value(budgetKey{}).(*budget)
 	return b
-}
-
-// breaker is closed (Redis is used), open (skipped until the cool-off
-// ends) or half-open (one probe in flight).
-type breaker struct {
-	now      func() time.Time
-	mu       sync.Mutex
-	failures int
-	openedAt time.Time
-	open     bool
-	probing  bool
-}
-
-func (b *breaker) allow() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !b.open {
-		return true
-	}
-	if b.probing || b.now().Sub(b.openedAt) < breakerCoolOff {
-		return false
-	}
-	b.probing = true
-	return true
-}
-
-// ready reports whether allow would let a call through now, without
-// taking the probe.
-func (b *breaker) ready() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return !b.open || (!b.probing && b.now().Sub(b.openedAt) >= breakerCoolOff)
-}
-
-// success closes the breaker; it reports whether it was open.
-func (b *breaker) success() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	wasOpen := b.open
-	b.failures, b.open, b.probing = 0, false, false
-	return wasOpen
-}
-
-// failure counts a failure; it reports whether the breaker just opened.
-func (b *breaker) failure() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.failures++
-	if b.open {
-		// A failed probe: wait another cool-off.
-		b.openedAt, b.probing = b.now(), false
-		return false
-	}
-	if b.failures >= breakerThreshold {
-		b.open, b.openedAt = true, b.now()
-		return true
-	}
-	return false
-}
-
-func (b *breaker) state() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	switch {
-	case !b.open:
-		return "closed"
-	case b.probing || b.now().Sub(b.openedAt) >= breakerCoolOff:
-		return "half_open"
-	}
-	return "open"
 }

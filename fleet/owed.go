@@ -94,7 +94,7 @@ func (c *Client) payOwed() {
 		q.mu.Unlock()
 
 		paid := !time.Now().Before(d.until)
-		if !paid && c.breaker.ready() {
+		if !paid && c.breaker.Ready() {
 			err := c.Do(context.Background(), d.op, d.f)
 			paid = !unreachable(err)
 		}

@@ -24,7 +24,7 @@ type Status struct {
 
 // Status reports the store.
 func (s *Store) Status() Status {
-	state := s.breaker.state()
+	state := s.breaker.State()
 	st := Status{URL: s.location, Up: state == "closed", Breaker: state, KeyFrom: s.keyFrom, TTL: s.ttl.String(),
 		QueueDepth: s.QueueDepth(), Drops: s.drops.Load()}
 	if s.ttl <= 0 {

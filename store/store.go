@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/wxa-sidecar/wxa-sidecar/internal/breaker"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -59,6 +60,14 @@ type backend interface {
 	close()
 }
 
+// Breaker policy, as the shared tier's (internal/breaker): open after
+// this many consecutive faults, let one probe through after the cool-off.
+// A store back on its feet is used again within about one cool-off.
+const (
+	breakerThreshold = breaker.Threshold
+	breakerCoolOff   = breaker.CoolOff
+)
+
 var (
 	errNotFound = errors.New("store: not found")
 	errTooLarge = errors.New("store: object larger than any image")
@@ -80,7 +89,7 @@ type Store struct {
 	log      *slog.Logger
 	hooks    Hooks
 	now      func() time.Time
-	breaker  breaker
+	breaker  breaker.Breaker
 
 	queue chan job
 	// pending counts the writes queued or being made.
@@ -122,7 +131,7 @@ func Open(o Options) (*Store, error) {
 	}
 	s := &Store{timeout: o.Timeout, ttl: o.TTL, log: o.Logger, hooks: o.Hooks, now: o.Now,
 		queue: make(chan job, o.Queue), boxes: map[string]*seal.Box{}}
-	s.breaker.now = o.Now
+	s.breaker.Now = o.Now
 	s.stopCtx, s.stop = context.WithCancel(context.Background())
 	switch u.Scheme {
 	case "file":
@@ -192,7 +201,7 @@ func (s *Store) checkAtStart() {
 		s.log.Warn("STORE_URL: the durable store does not answer yet; serving without it until it does",
 			"store", s.location, "error", err.Error())
 	}
-	if s.breaker.trip() && s.hooks.Up != nil {
+	if s.breaker.Trip() && s.hooks.Up != nil {
 		s.hooks.Up(false)
 	}
 }
@@ -292,7 +301,7 @@ func (s *Store) write(ctx context.Context, j job) error {
 // here; a success, or an error answered says is an answer of a working
 // store (a miss), is the caller's to report, with the duration.
 func (s *Store) do(ctx context.Context, op string, f func(context.Context) error, answered func(error) bool) (time.Duration, error) {
-	if !s.breaker.allow() {
+	if !s.breaker.Allow() {
 		s.report(op, ResultBreakerOpen, 0)
 		return 0, errSkipped
 	}
@@ -310,7 +319,7 @@ func (s *Store) do(ctx context.Context, op string, f func(context.Context) error
 		result = ResultTimeout
 	}
 	s.report(op, result, d)
-	if s.breaker.failure() {
+	if s.breaker.Failure() {
 		s.log.Warn("durable store unreachable: skipped until a probe succeeds; codes are fetched as without it",
 			"store", s.location, "op", op, "error", err.Error(), "probe_after", breakerCoolOff.String())
 		if s.hooks.Up != nil {
@@ -321,7 +330,7 @@ func (s *Store) do(ctx context.Context, op string, f func(context.Context) error
 }
 
 func (s *Store) success() {
-	if s.breaker.success() {
+	if s.breaker.Success() {
 		s.log.Info("durable store answers again: back in use", "store", s.location)
 		if s.hooks.Up != nil {
 			s.hooks.Up(true)
