@@ -31,6 +31,7 @@ import (
 type Links struct {
 	l1           L1
 	l2           cache.Shared
+	durable      Store
 	flight       Flight
 	spent        Refusals
 	permanentTTL time.Duration
@@ -98,6 +99,10 @@ type LinkOptions struct {
 	L2 cache.Shared
 	// Flight coalesces the callers of one key; nil is LocalFlight().
 	Flight Flight
+	// Store is the durable tier: links kept for life (permanent short
+	// links, NFC schemes) are written there and looked for after L2; nil
+	// is NoStore.
+	Store Store
 	// Spent remembers the apps whose permanent short links are spent
 	// (85400), each for a day; nil is LocalRefusals(24h, Now).
 	Spent Refusals
@@ -133,6 +138,10 @@ func NewLinks(o LinkOptions) *Links {
 		counts: map[string]*linkCounts{}, spentNoted: map[string]bool{}}
 	if l.l2 == nil {
 		l.l2 = cache.NoShared
+	}
+	l.durable = o.Store
+	if l.durable == nil {
+		l.durable = NoStore
 	}
 	if l.flight == nil {
 		l.flight = LocalFlight()
@@ -255,10 +264,32 @@ func (l *Links) load(ctx context.Context, k cache.Key, r LinkRequest, f LinkFetc
 		l.l1.Set(k, e)
 		return Result{Entry: e, Status: SharedHit}, nil
 	}
+	if l.forLife(r) {
+		if e, err := l.durable.Get(ctx, r.App, k); err == nil && e != nil {
+			// Kept for life: L2 and L1 hold it again for their own while.
+			e = cache.NewEntryUntil(e.Body, e.ContentType, e.ContentDisposition, l.now().Add(l.permanentTTL))
+			if err := l.l2.Set(ctx, r.App, k, e); err != nil && l.hooks.L2Error != nil {
+				l.hooks.L2Error("set", err)
+			}
+			l.l1.Set(k, e)
+			return Result{Entry: e, Status: StoreHit}, nil
+		}
+	}
 	if l.spentFor(ctx, r) {
 		return Result{Status: Miss}, ErrPermanentLinksSpent
 	}
 	return l.make(ctx, k, r, f)
+}
+
+// forLife reports a link kept for its whole life (a permanent short link,
+// an NFC scheme): its request's Keep sets no end. Only these go to the
+// durable store; a link that expires is never written there.
+func (l *Links) forLife(r LinkRequest) bool {
+	if r.Keep == nil {
+		return false
+	}
+	until, keep := r.Keep(l.now())
+	return keep && until.IsZero()
 }
 
 // shared is k's link in L2, nil when there is none still valid; a fault
@@ -297,7 +328,8 @@ func (l *Links) make(ctx context.Context, k cache.Key, r LinkRequest, f LinkFetc
 	if r.Keep != nil {
 		until, keep = r.Keep(made)
 	}
-	if keep && until.IsZero() {
+	forLife := keep && until.IsZero()
+	if forLife {
 		until = made.Add(l.permanentTTL)
 	}
 	if !keep {
@@ -307,6 +339,10 @@ func (l *Links) make(ctx context.Context, k cache.Key, r LinkRequest, f LinkFetc
 	e := cache.NewEntryUntil(ans.Body, ans.ContentType, "", until)
 	if err := l.l2.Set(ctx, r.App, k, e); err != nil && l.hooks.L2Error != nil {
 		l.hooks.L2Error("set", err)
+	}
+	if forLife {
+		// After its callers are answered: Put queues, never blocks.
+		l.durable.Put(ctx, r.App, k, e)
 	}
 	status := Miss
 	if l.l1.Set(k, e) {
@@ -372,7 +408,7 @@ func (l *Links) noteSpent(ctx context.Context, r LinkRequest) {
 // linkCounts are one endpoint's lookups, as link_requests_total counts
 // them, and the links L1 kept.
 type linkCounts struct {
-	hits, sharedHits, misses, collapsed, stored atomic.Uint64
+	hits, sharedHits, storeHits, misses, collapsed, stored atomic.Uint64
 }
 
 // LinkStats are one endpoint's figures, for /status: they agree with
@@ -381,8 +417,10 @@ type LinkStats struct {
 	Endpoint   string `json:"endpoint"`
 	Hits       uint64 `json:"hits"`
 	SharedHits uint64 `json:"shared_hits"`
-	Misses     uint64 `json:"misses"`
-	Collapsed  uint64 `json:"collapsed"`
+	// StoreHits are links kept for life read back from the durable store.
+	StoreHits uint64 `json:"store_hits"`
+	Misses    uint64 `json:"misses"`
+	Collapsed uint64 `json:"collapsed"`
 	// Stored counts the links this replica made and kept.
 	Stored uint64 `json:"stored"`
 }
@@ -392,7 +430,7 @@ type LinkStats struct {
 func (l *Links) Stats() []LinkStats {
 	out := make([]LinkStats, 0, len(l.counts))
 	for endpoint, c := range l.counts {
-		s := LinkStats{Endpoint: endpoint, Hits: c.hits.Load(), SharedHits: c.sharedHits.Load(),
+		s := LinkStats{Endpoint: endpoint, Hits: c.hits.Load(), SharedHits: c.sharedHits.Load(), StoreHits: c.storeHits.Load(),
 			Misses: c.misses.Load(), Collapsed: c.collapsed.Load(), Stored: c.stored.Load()}
 		if endpoint == wechat.EndpointOther && s == (LinkStats{Endpoint: endpoint}) {
 			continue
@@ -418,6 +456,8 @@ func (l *Links) lookup(endpoint string, s Status) {
 			c.hits.Add(1)
 		case SharedHit:
 			c.sharedHits.Add(1)
+		case StoreHit:
+			c.storeHits.Add(1)
 		case Miss, Stored:
 			c.misses.Add(1)
 		case Collapsed, CollapsedShared:

@@ -498,3 +498,35 @@ func TestStoreS3MissingBucketIsOneErrorLine(t *testing.T) {
 		t.Error("the ERROR line carries the secret key")
 	}
 }
+
+// TestStoreKeepsLinksKeptForLife: a permanent short link (one of the app's
+// 100 000 for life) is written to the store; after a restart it is read
+// back, not made again. A temporary one, which expires, never goes there.
+func TestStoreKeepsLinksKeptForLife(t *testing.T) {
+	root := t.TempDir()
+	rig := storeRig(t, "STORE_URL=file://"+root)
+	first := rig.add(t)
+	const permanent = `{"page_url":"pages/index/index?id=life","is_permanent":true}`
+	const temporary = `{"page_url":"pages/index/index?id=month"}`
+	a := mustLink(t, first, shortLinkPath, permanent)
+	mustLink(t, first, shortLinkPath, temporary)
+	stop(t, first)
+	calls := rig.fake.Calls(shortLinkPath)
+
+	second := rig.add(t)
+	b := mustLink(t, second, shortLinkPath, permanent)
+	if b.link != a.link || b.cacheStatus != csStoreHit {
+		t.Fatalf("after the restart: %v, want the same link with Cache-Status %q", b, csStoreHit)
+	}
+	if got := rig.fake.Calls(shortLinkPath) - calls; got != 0 {
+		t.Errorf("%d upstream calls for the permanent link after the restart, want 0", got)
+	}
+	mustLink(t, second, shortLinkPath, temporary)
+	if got := rig.fake.Calls(shortLinkPath) - calls; got != 1 {
+		t.Errorf("%d upstream calls for the temporary link after the restart, want 1 (never kept in the store)", got)
+	}
+	m, _ := scrapeFleetMetrics(t, second)
+	if v, _ := m.sum("wxa_sidecar_link_requests_total", `endpoint="`+shortLinkPath+`"`, `result="store_hit"`); v != 1 {
+		t.Errorf("link_requests_total{result=\"store_hit\"} = %v, want 1", v)
+	}
+}

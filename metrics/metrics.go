@@ -105,7 +105,7 @@ func New() *Metrics {
 		CacheRejected:  plain("cache_rejected_total", "Images the cache declined to store (admission policy or size)."),
 		CacheEvictions: plain("cache_evictions_total", "Images evicted from the cache to make room or at the end of CACHE_TTL."),
 		LinkRequests: counter("link_requests_total",
-			"Link lookups (generatescheme, generate_urllink, genwxashortlink, generatenfcscheme), one per request, by endpoint and result: hit (a kept link), shared_hit (from the fleet's Redis), miss (this request made the upstream call, or was answered without one), collapsed (shared another request's upstream call).", "endpoint", "result"),
+			"Link lookups (generatescheme, generate_urllink, genwxashortlink, generatenfcscheme), one per request, by endpoint and result: hit (a kept link), shared_hit (from the fleet's Redis), store_hit (a link kept for life, from the durable store, STORE_URL), miss (this request made the upstream call, or was answered without one), collapsed (shared another request's upstream call).", "endpoint", "result"),
 		UpstreamRequests: counter("upstream_requests_total",
 			"Calls to WeChat by endpoint and outcome (ok, errcode, http_error, timeout, broken_image).", "endpoint", "outcome"),
 		UpstreamErrcodes: counter("upstream_errcodes_total",

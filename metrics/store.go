@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"github.com/wxa-sidecar/wxa-sidecar/wechat"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,6 +48,9 @@ func (m *Metrics) ObserveStore(queueDepth func() float64) *StoreMetrics {
 		s.Drops.WithLabelValues(reason)
 	}
 	m.CacheRequests.WithLabelValues("store_hit")
+	for _, endpoint := range wechat.LinkEndpoints() {
+		m.LinkRequests.WithLabelValues(endpoint, "store_hit")
+	}
 	return s
 }
 

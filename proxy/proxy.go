@@ -216,6 +216,9 @@ func New(opts Options) (*Proxy, error) {
 	if lo.L1 == nil {
 		lo.L1 = co.L1
 	}
+	if lo.Store == nil {
+		lo.Store = co.Store
+	}
 	if lo.L2 == nil {
 		lo.L2 = co.L2
 	}
