@@ -109,8 +109,8 @@ func TestStatusPageKeepsASectionsOwnOrder(t *testing.T) {
 	writeStatusHTML(w, StatusReport{Version: "v1", Ready: true,
 		Links: []codes.LinkStats{{Endpoint: "/wxa/generatescheme", Hits: 2, SharedHits: 1, Misses: 1}}}, nil, now)
 	page := w.Body.String()
-	want := "<tr><th>endpoint</th><th>hits</th><th>shared hits</th><th>misses</th><th>collapsed</th><th>stored</th></tr>\n" +
-		"<tr><td>/wxa/generatescheme</td><td>2</td><td>1</td><td>1</td><td>0</td><td>0</td></tr>"
+	want := "<tr><th>endpoint</th><th>hits</th><th>shared hits</th><th>store hits</th><th>misses</th><th>collapsed</th><th>stored</th></tr>\n" +
+		"<tr><td>/wxa/generatescheme</td><td>2</td><td>1</td><td>0</td><td>1</td><td>0</td><td>0</td></tr>"
 	if !strings.Contains(page, want) {
 		t.Errorf("the links table is not in the JSON's order, want\n%s\nin\n%s", want, page)
 	}
