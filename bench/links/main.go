@@ -31,6 +31,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/wxa-sidecar/wxa-sidecar/redistest"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -393,28 +394,12 @@ func waitReady(ctx context.Context, admin string) error {
 	return errors.New("links: a sidecar was not ready within 15s")
 }
 
-// startRedis runs a redis-server without persistence on a free port.
-func startRedis(ctx context.Context, dir string) (string, func(), error) {
-	addr, err := freeAddr()
+// startRedis runs a redis-server without persistence on a free port
+// (redistest.Launch, as the tests and bench/fleet start theirs).
+func startRedis(_ context.Context, dir string) (string, func(), error) {
+	srv, err := redistest.Launch(dir, redistest.Options{})
 	if err != nil {
-		return "", nil, err
+		return "", nil, fmt.Errorf("links: %w", err)
 	}
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--loglevel", "warning")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("links: redis-server (Debian: apt-get install redis-server): %w", err)
-	}
-	stop := func() { cmd.Process.Kill(); cmd.Wait() }
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return addr, stop, nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	stop()
-	return "", nil, fmt.Errorf("links: redis-server did not answer on %s", addr)
+	return srv.Addr, srv.Stop, nil
 }
