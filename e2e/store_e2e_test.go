@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/wxa-sidecar/wxa-sidecar/redistest"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -443,32 +443,7 @@ func TestStoreS3DownThenBack(t *testing.T) {
 // answers: the sidecar starts, and every request is answered within the
 // bound.
 func TestStoreS3SilentServer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	rig := storeRig(t, s3Env(t, "http://"+ln.Addr().String())...)
+	rig := storeRig(t, s3Env(t, "http://"+redistest.SilentAddr(t))...)
 	p := rig.add(t) // ready: it started
 	for i := range 12 {
 		askTimed(t, rig, p, fmt.Sprint("silent-", i))

@@ -170,8 +170,15 @@ func (s *Server) Command(t testing.TB, args ...string) string {
 }
 
 // Silent is a TCP listener that accepts connections and never answers: a
-// Redis that hangs. It closes when the test ends.
+// Redis that hangs, as a redis:// URL. It closes when the test ends.
 func Silent(t testing.TB) string {
+	t.Helper()
+	return "redis://" + SilentAddr(t) + "/0"
+}
+
+// SilentAddr is Silent's listener as host:port, for any protocol that
+// should find a server that hangs (an S3 endpoint, say).
+func SilentAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -199,7 +206,7 @@ func Silent(t testing.TB) string {
 			c.Close()
 		}
 	})
-	return fmt.Sprintf("redis://%s/0", ln.Addr())
+	return ln.Addr().String()
 }
 
 type discard struct{}

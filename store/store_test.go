@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"github.com/wxa-sidecar/wxa-sidecar/redistest"
 	"sync"
 	"testing"
 	"time"
@@ -332,35 +332,7 @@ func withDefaults(o Options) Options {
 }
 
 // silentServer accepts connections and never answers.
-func silentServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return "http://" + ln.Addr().String()
-}
+func silentServer(t *testing.T) string { return "http://" + redistest.SilentAddr(t) }
 
 // TestSilentStoreCostsAtMostTheTimeoutThenNothing: a bucket that accepts
 // and never answers costs each get at most STORE_TIMEOUT, until the
